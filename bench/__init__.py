@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table; run them by hand, never as tests."""

@@ -1,0 +1,59 @@
+"""LightNVR: a light network video recorder inside Home Assistant."""
+
+from __future__ import annotations
+
+import logging
+
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryError
+
+from .const import SUBENTRY_CAMERA
+from .engine import EngineUnavailableError, create_engine
+from .models import CameraConfig, HubOptions
+from .runtime import LightNvrConfigEntry, LightNvrRuntime
+
+_LOGGER = logging.getLogger(__name__)
+
+PLATFORMS: list[Platform] = [Platform.CAMERA]
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> bool:
+    """Start the engine, one hub per camera subentry, and the platforms."""
+    options = HubOptions.from_entry(entry.data, entry.options)
+    try:
+        engine = create_engine(hass, options)
+    except EngineUnavailableError as err:
+        raise ConfigEntryError(str(err)) from err
+    runtime = LightNvrRuntime(options=options, engine=engine)
+    await engine.async_start()
+    try:
+        for subentry in entry.subentries.values():
+            if subentry.subentry_type != SUBENTRY_CAMERA:
+                continue
+            camera = CameraConfig.from_subentry(subentry.subentry_id, subentry.data)
+            runtime.cameras[camera.camera_id] = camera
+            await engine.async_add_camera(camera)
+    except Exception:
+        await engine.async_stop()
+        raise
+    entry.runtime_data = runtime
+    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
+    _LOGGER.debug(
+        "LightNVR started with the %s engine and %d camera(s)", engine.name, len(runtime.cameras)
+    )
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> bool:
+    """Unload the platforms, then stop viewers, hubs and engine."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.engine.async_stop()
+    return unloaded
+
+
+async def _async_entry_updated(hass: HomeAssistant, entry: LightNvrConfigEntry) -> None:
+    """Options or cameras changed (a subentry added, removed or reconfigured): reload."""
+    await hass.config_entries.async_reload(entry.entry_id)

@@ -1,0 +1,72 @@
+"""The camera entity: WebRTC live view and snapshots through the engine."""
+
+from __future__ import annotations
+
+from homeassistant.components.camera import Camera, CameraEntityFeature, WebRTCSendMessage
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from webrtc_models import RTCIceCandidateInit
+
+from .entity import LightNvrCameraEntity
+from .hub import HubState
+from .models import CameraConfig
+from .runtime import LightNvrConfigEntry, LightNvrRuntime
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: LightNvrConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add one camera entity per camera subentry."""
+    runtime = entry.runtime_data
+    for camera in runtime.cameras.values():
+        async_add_entities([LightNvrCamera(runtime, camera)], config_subentry_id=camera.camera_id)
+
+
+class LightNvrCamera(LightNvrCameraEntity, Camera):
+    """A camera that plays over WebRTC (native async API) and serves snapshots."""
+
+    _attr_name = None  # the device's name
+    _attr_supported_features = CameraEntityFeature.STREAM
+
+    def __init__(self, runtime: LightNvrRuntime, camera: CameraConfig) -> None:
+        """Create the camera entity."""
+        LightNvrCameraEntity.__init__(self, runtime, camera)
+        Camera.__init__(self)
+        self._attr_unique_id = f"{camera.camera_id}_camera"
+        self._engine = runtime.engine
+
+    @property
+    def is_streaming(self) -> bool:
+        """Streaming while the hub gets video."""
+        return self._hub.state is HubState.STREAMING
+
+    async def async_camera_image(
+        self, width: int | None = None, height: int | None = None
+    ) -> bytes | None:
+        """Return a JPEG of the newest keyframe."""
+        return await self._engine.async_snapshot(self._camera.camera_id, width, height)
+
+    async def stream_source(self) -> str | None:
+        """Return the URL HA's own stream component (HLS) may open."""
+        return await self._engine.async_stream_source(self._camera.camera_id)
+
+    async def async_handle_async_webrtc_offer(
+        self, offer_sdp: str, session_id: str, send_message: WebRTCSendMessage
+    ) -> None:
+        """Answer a viewer's WebRTC offer."""
+        await self._engine.async_handle_offer(
+            self._camera.camera_id, session_id, offer_sdp, send_message
+        )
+
+    async def async_on_webrtc_candidate(
+        self, session_id: str, candidate: RTCIceCandidateInit
+    ) -> None:
+        """Add a viewer's ICE candidate."""
+        await self._engine.async_on_candidate(self._camera.camera_id, session_id, candidate)
+
+    @callback
+    def close_webrtc_session(self, session_id: str) -> None:
+        """Close a viewer's session."""
+        self._engine.close_session(session_id)

@@ -1,0 +1,325 @@
+"""Config flow: one LightNVR hub, one subentry per camera."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryFlow,
+    OptionsFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import selector
+import voluptuous as vol
+
+from .const import (
+    CONF_DETECT_MOTION,
+    CONF_ENGINE,
+    CONF_GO2RTC_BINARY,
+    CONF_GO2RTC_URL,
+    CONF_MIN_FREE_GB,
+    CONF_RECORD,
+    CONF_RETENTION_DAYS,
+    CONF_STORAGE_PATH,
+    CONF_STREAM_URL,
+    CONF_SUBSTREAM_URL,
+    DEFAULT_ENGINE,
+    DEFAULT_MIN_FREE_GB,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_STORAGE_DIR,
+    DOMAIN,
+    ENGINE_AUTO,
+    ENGINE_EMBEDDED,
+    ENGINES,
+    PROBE_TIMEOUT,
+    SUBENTRY_CAMERA,
+)
+from .source import (
+    REASON_CANNOT_CONNECT,
+    CameraSource,
+    SourceError,
+    normalized_url,
+    probe_source,
+    split_credentials,
+    validate_url,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# Engines this version can run; the go2rtc engines arrive with their own release.
+AVAILABLE_ENGINES = (ENGINE_AUTO, ENGINE_EMBEDDED)
+
+
+def default_storage_path(hass: HomeAssistant) -> str:
+    """Return the default recordings folder: under HA's media folder (Media panel, backups)."""
+    media_dirs = getattr(hass.config, "media_dirs", None) or {}
+    base = media_dirs.get("local") or hass.config.path("media")
+    return str(Path(base) / DEFAULT_STORAGE_DIR)
+
+
+def _check_storage(path: str) -> None:
+    """Create the storage folder and prove we can write to it. Blocking."""
+    folder = Path(path)
+    if not folder.is_absolute():
+        raise ValueError("relative path")
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".lightnvr-write-test"
+    probe.write_bytes(b"")
+    probe.unlink()
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(path)
+
+
+def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_ENGINE, default=defaults[CONF_ENGINE]): selector.SelectSelector(
+                selector.SelectSelectorConfig(
+                    options=list(ENGINES),
+                    translation_key=CONF_ENGINE,
+                    mode=selector.SelectSelectorMode.DROPDOWN,
+                )
+            ),
+            vol.Optional(
+                CONF_GO2RTC_BINARY,
+                description={"suggested_value": defaults.get(CONF_GO2RTC_BINARY)},
+            ): selector.TextSelector(),
+            vol.Optional(
+                CONF_GO2RTC_URL, description={"suggested_value": defaults.get(CONF_GO2RTC_URL)}
+            ): selector.TextSelector(
+                selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
+            ),
+            vol.Required(CONF_STORAGE_PATH, default=defaults[CONF_STORAGE_PATH]): str,
+            vol.Required(
+                CONF_RETENTION_DAYS, default=defaults[CONF_RETENTION_DAYS]
+            ): selector.NumberSelector(
+                selector.NumberSelectorConfig(
+                    min=1,
+                    max=3650,
+                    step=1,
+                    unit_of_measurement="d",
+                    mode=selector.NumberSelectorMode.BOX,
+                )
+            ),
+            vol.Required(
+                CONF_MIN_FREE_GB, default=defaults[CONF_MIN_FREE_GB]
+            ): selector.NumberSelector(
+                selector.NumberSelectorConfig(
+                    min=0,
+                    max=100000,
+                    step=0.5,
+                    unit_of_measurement="GB",
+                    mode=selector.NumberSelectorMode.BOX,
+                )
+            ),
+        }
+    )
+
+
+async def _validate_hub(hass: HomeAssistant, user_input: dict[str, Any]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if user_input[CONF_ENGINE] not in AVAILABLE_ENGINES:
+        errors[CONF_ENGINE] = "engine_not_available"
+    try:
+        await hass.async_add_executor_job(_check_storage, user_input[CONF_STORAGE_PATH])
+    except (OSError, ValueError):
+        errors[CONF_STORAGE_PATH] = "storage_not_writable"
+    return errors
+
+
+def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
+    data = dict(user_input)
+    data[CONF_RETENTION_DAYS] = int(data[CONF_RETENTION_DAYS])
+    data[CONF_MIN_FREE_GB] = float(data[CONF_MIN_FREE_GB])
+    for key in (CONF_GO2RTC_BINARY, CONF_GO2RTC_URL):
+        if not data.get(key):
+            data.pop(key, None)
+    return data
+
+
+class LightNvrConfigFlow(ConfigFlow, domain=DOMAIN):
+    """The hub flow. `single_config_entry` in the manifest keeps it to one hub."""
+
+    VERSION = 1
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose the engine and where recordings go."""
+        errors: dict[str, str] = {}
+        defaults: dict[str, Any] = {
+            CONF_ENGINE: DEFAULT_ENGINE,
+            CONF_STORAGE_PATH: default_storage_path(self.hass),
+            CONF_RETENTION_DAYS: DEFAULT_RETENTION_DAYS,
+            CONF_MIN_FREE_GB: DEFAULT_MIN_FREE_GB,
+        }
+        if user_input is not None:
+            errors = await _validate_hub(self.hass, user_input)
+            if not errors:
+                return self.async_create_entry(title="LightNVR", data=_clean_hub_input(user_input))
+            defaults.update(user_input)
+        return self.async_show_form(
+            step_id="user", data_schema=_hub_schema(defaults), errors=errors
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Hub options: the same settings, changeable later (the entry reloads)."""
+        return LightNvrOptionsFlow()
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Cameras are subentries of the hub."""
+        return {SUBENTRY_CAMERA: CameraSubentryFlow}
+
+
+class LightNvrOptionsFlow(OptionsFlow):
+    """Change the hub's settings."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show and validate the hub settings."""
+        errors: dict[str, str] = {}
+        current = {**self.config_entry.data, **self.config_entry.options}
+        defaults = {
+            CONF_ENGINE: current.get(CONF_ENGINE, DEFAULT_ENGINE),
+            CONF_GO2RTC_BINARY: current.get(CONF_GO2RTC_BINARY),
+            CONF_GO2RTC_URL: current.get(CONF_GO2RTC_URL),
+            CONF_STORAGE_PATH: current[CONF_STORAGE_PATH],
+            CONF_RETENTION_DAYS: current.get(CONF_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
+            CONF_MIN_FREE_GB: current.get(CONF_MIN_FREE_GB, DEFAULT_MIN_FREE_GB),
+        }
+        if user_input is not None:
+            errors = await _validate_hub(self.hass, user_input)
+            if not errors:
+                return self.async_create_entry(data=_clean_hub_input(user_input))
+            defaults.update(user_input)
+        return self.async_show_form(
+            step_id="init", data_schema=_hub_schema(defaults), errors=errors
+        )
+
+
+def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
+    def suggested(key: str) -> dict[str, Any]:
+        return {"suggested_value": defaults.get(key)}
+
+    return vol.Schema(
+        {
+            vol.Required(CONF_NAME, description=suggested(CONF_NAME)): str,
+            vol.Required(CONF_STREAM_URL, description=suggested(CONF_STREAM_URL)): str,
+            vol.Optional(CONF_SUBSTREAM_URL, description=suggested(CONF_SUBSTREAM_URL)): str,
+            vol.Optional(CONF_USERNAME, description=suggested(CONF_USERNAME)): str,
+            vol.Optional(CONF_PASSWORD): selector.TextSelector(
+                selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
+            ),
+            vol.Required(CONF_RECORD, default=defaults.get(CONF_RECORD, True)): bool,
+            vol.Required(CONF_DETECT_MOTION, default=defaults.get(CONF_DETECT_MOTION, False)): bool,
+        }
+    )
+
+
+class CameraSubentryFlow(ConfigSubentryFlow):
+    """Add or reconfigure a camera; the source is probed before it is saved."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Add a camera."""
+        return await self._async_camera_step("user", user_input, None)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change a camera's settings."""
+        subentry = self._get_reconfigure_subentry()
+        return await self._async_camera_step("reconfigure", user_input, subentry.subentry_id)
+
+    async def _async_camera_step(
+        self, step_id: str, user_input: dict[str, Any] | None, editing: str | None
+    ) -> SubentryFlowResult:
+        entry = self._get_entry()
+        current: dict[str, Any] = (
+            dict(entry.subentries[editing].data) if editing is not None else {}
+        )
+        errors: dict[str, str] = {}
+        placeholders = {"detail": ""}
+        if user_input is not None:
+            data, errors, detail = await self._async_validate_camera(user_input, current, editing)
+            placeholders["detail"] = detail
+            if not errors:
+                if editing is None:
+                    return self.async_create_entry(title=data[CONF_NAME], data=data)
+                return self.async_update_and_abort(
+                    entry, entry.subentries[editing], title=data[CONF_NAME], data=data
+                )
+            current = {**current, **{k: v for k, v in user_input.items() if k != CONF_PASSWORD}}
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=_camera_schema(current),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def _async_validate_camera(
+        self, user_input: dict[str, Any], current: dict[str, Any], editing: str | None
+    ) -> tuple[dict[str, Any], dict[str, str], str]:
+        """Return (data to store, errors, error detail)."""
+        entry = self._get_entry()
+        errors: dict[str, str] = {}
+        try:
+            url = validate_url(user_input[CONF_STREAM_URL])
+        except SourceError as err:
+            return {}, {CONF_STREAM_URL: err.reason}, err.detail
+        url, url_user, url_password = split_credentials(url)
+        username = user_input.get(CONF_USERNAME) or url_user or None
+        # An empty password field while editing keeps the stored one: we never echo it back.
+        password = (
+            user_input.get(CONF_PASSWORD)
+            or url_password
+            or (current.get(CONF_PASSWORD) if editing else None)
+        )
+        substream = (user_input.get(CONF_SUBSTREAM_URL) or "").strip() or None
+        if substream:
+            try:
+                substream, _, _ = split_credentials(validate_url(substream))
+            except SourceError as err:
+                return {}, {CONF_SUBSTREAM_URL: err.reason}, err.detail
+
+        wanted = normalized_url(url)
+        for subentry in entry.subentries.values():
+            if subentry.subentry_id == editing or subentry.subentry_type != SUBENTRY_CAMERA:
+                continue
+            if normalized_url(subentry.data[CONF_STREAM_URL]) == wanted:
+                return {}, {CONF_STREAM_URL: "duplicate_url"}, subentry.title
+
+        source = CameraSource(url, username, password)
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT + 5):
+                await self.hass.async_add_executor_job(probe_source, source, PROBE_TIMEOUT)
+        except SourceError as err:
+            errors["base"] = err.reason
+            return {}, errors, err.detail
+        except TimeoutError:
+            return {}, {"base": REASON_CANNOT_CONNECT}, "timed out"
+
+        data: dict[str, Any] = {
+            CONF_NAME: user_input[CONF_NAME].strip(),
+            CONF_STREAM_URL: url,
+            CONF_RECORD: user_input.get(CONF_RECORD, True),
+            CONF_DETECT_MOTION: user_input.get(CONF_DETECT_MOTION, False),
+        }
+        if substream:
+            data[CONF_SUBSTREAM_URL] = substream
+        if username:
+            data[CONF_USERNAME] = username
+        if password:
+            data[CONF_PASSWORD] = password
+        return data, errors, ""

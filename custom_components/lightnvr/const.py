@@ -1,0 +1,46 @@
+"""Constants shared across the LightNVR integration."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DOMAIN: Final = "lightnvr"
+MANUFACTURER: Final = "LightNVR"
+
+# Hub entry options.
+CONF_ENGINE: Final = "engine"
+CONF_GO2RTC_BINARY: Final = "go2rtc_binary"
+CONF_GO2RTC_URL: Final = "go2rtc_url"
+CONF_STORAGE_PATH: Final = "storage_path"
+CONF_RETENTION_DAYS: Final = "retention_days"
+CONF_MIN_FREE_GB: Final = "min_free_gb"
+
+ENGINE_AUTO: Final = "auto"
+ENGINE_EMBEDDED: Final = "embedded"
+ENGINE_GO2RTC: Final = "go2rtc"
+ENGINE_EXTERNAL: Final = "external"
+ENGINES: Final = (ENGINE_AUTO, ENGINE_EMBEDDED, ENGINE_GO2RTC, ENGINE_EXTERNAL)
+
+DEFAULT_ENGINE: Final = ENGINE_AUTO
+DEFAULT_STORAGE_DIR: Final = "lightnvr"
+DEFAULT_RETENTION_DAYS: Final = 7
+DEFAULT_MIN_FREE_GB: Final = 2.0
+
+# Camera subentries.
+SUBENTRY_CAMERA: Final = "camera"
+CONF_STREAM_URL: Final = "stream_url"
+CONF_SUBSTREAM_URL: Final = "substream_url"
+CONF_RECORD: Final = "record"
+CONF_DETECT_MOTION: Final = "detect_motion"
+
+# Source probing (config flow) limits, in seconds.
+PROBE_TIMEOUT: Final = 15.0
+
+# Stream hub tuning.
+HUB_OPEN_TIMEOUT: Final = 10.0
+HUB_READ_TIMEOUT: Final = 5.0
+HUB_BACKOFF_INITIAL: Final = 1.0
+HUB_BACKOFF_MAX: Final = 60.0
+
+# How long a decoded snapshot may be reused before decoding a newer keyframe.
+SNAPSHOT_CACHE_SECONDS: Final = 2.0

@@ -1,0 +1,40 @@
+"""Base class of the entities that belong to one camera device."""
+
+from __future__ import annotations
+
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import Entity
+
+from .const import DOMAIN, MANUFACTURER
+from .hub import StreamHub
+from .models import CameraConfig
+from .runtime import LightNvrRuntime
+
+
+class LightNvrCameraEntity(Entity):
+    """An entity of a camera device; availability follows the camera's hub."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+
+    def __init__(self, runtime: LightNvrRuntime, camera: CameraConfig) -> None:
+        """Attach to a camera."""
+        self._runtime = runtime
+        self._camera = camera
+        self._hub: StreamHub = runtime.engine.hub(camera.camera_id)
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, camera.camera_id)},
+            name=camera.name,
+            manufacturer=MANUFACTURER,
+            model=f"{runtime.engine.name} engine",
+        )
+
+    @property
+    def available(self) -> bool:
+        """Available while the hub gets video from the camera."""
+        return self._hub.available
+
+    async def async_added_to_hass(self) -> None:
+        """Write our state whenever the hub's connection state changes."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self._hub.add_listener(self.async_write_ha_state))

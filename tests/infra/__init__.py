@@ -1,0 +1,1 @@
+"""Real-camera test infrastructure: GStreamer RTSP server, test media and their controller."""

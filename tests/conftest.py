@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
+from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -22,9 +25,6 @@ from custom_components.lightnvr.const import (
     ENGINE_EMBEDDED,
     SUBENTRY_CAMERA,
 )
-from homeassistant.config_entries import ConfigSubentryData
-from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
-from homeassistant.core import HomeAssistant
 
 from .infra.media import make_default_clip
 from .infra.rtsp import RtspServer
@@ -90,9 +90,7 @@ def camera_subentry(name: str, url: str, **extra: Any) -> ConfigSubentryData:
         CONF_DETECT_MOTION: False,
         **extra,
     }
-    return ConfigSubentryData(
-        data=data, subentry_type=SUBENTRY_CAMERA, title=name, unique_id=None
-    )
+    return ConfigSubentryData(data=data, subentry_type=SUBENTRY_CAMERA, title=name, unique_id=None)
 
 
 @pytest.fixture

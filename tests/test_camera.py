@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
-
-from PIL import Image
-import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
-from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from homeassistant.components.camera import async_get_image
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
+from PIL import Image
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from .conftest import CAMERA_PASSWORD
 from .infra.rtsp import RtspServer
@@ -22,9 +22,7 @@ ENTITY_ID = "camera.front_door"
 SOURCE_SIZE = (640, 360)
 
 
-async def _wait_state(hass: HomeAssistant, entity_id: str, predicate, timeout: float = 20):  # noqa: ANN001, ANN202
-    import asyncio
-
+async def _wait_state(hass: HomeAssistant, entity_id: str, predicate, timeout: float = 20):
     async with asyncio.timeout(timeout):
         while True:
             state = hass.states.get(entity_id)
@@ -137,3 +135,52 @@ async def test_password_never_logged(
     assert CAMERA_PASSWORD not in caplog.text
     state = hass.states.get(ENTITY_ID)
     assert CAMERA_PASSWORD not in str(state.attributes)
+
+
+@pytest.mark.usefixtures("webrtc_loopback")
+async def test_bad_offers_get_a_clear_error(
+    hass: HomeAssistant,
+    setup_camera: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """An offer without video, or not SDP at all, is answered with an error; nothing leaks."""
+    await _wait_state(hass, ENTITY_ID, lambda s: s == "streaming")
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    audio_only = pc.localDescription.sdp
+    await pc.close()
+
+    router = WsRouter(await hass_ws_client(hass))
+    try:
+        for offer in (audio_only, "this is not SDP"):
+            sub = await router.send(
+                {"type": "camera/webrtc/offer", "entity_id": ENTITY_ID, "offer": offer}
+            )
+            queue = router.queue(sub)
+            assert (await queue.get())["success"]
+            events = []
+            while not events or events[-1]["type"] not in ("error", "answer"):
+                events.append((await asyncio.wait_for(queue.get(), 10))["event"])
+            assert events[0]["type"] == "session"
+            assert events[-1]["type"] == "error"
+            assert events[-1]["code"] == "webrtc_offer_failed"
+        # A candidate for a session that does not exist is ignored, not an error.
+        result = await router.call(
+            {
+                "type": "camera/webrtc/candidate",
+                "entity_id": ENTITY_ID,
+                "session_id": "no-such-session",
+                "candidate": {
+                    "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                    "sdpMLineIndex": 0,
+                },
+            }
+        )
+        assert result["success"]
+    finally:
+        await router.close()
+    await hass.async_block_till_done()
+    assert setup_camera.runtime_data.engine.viewer_count == 0

@@ -14,12 +14,7 @@ from dataclasses import dataclass, field
 import time
 from typing import Any
 
-from aiortc import (
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
@@ -154,9 +149,7 @@ class WebRTCTestClient:
                         }
                     )
             elif event["type"] == "answer":
-                await self.pc.setRemoteDescription(
-                    RTCSessionDescription(event["answer"], "answer")
-                )
+                await self.pc.setRemoteDescription(RTCSessionDescription(event["answer"], "answer"))
             elif event["type"] == "candidate":
                 init = event["candidate"]
                 candidate = candidate_from_sdp(init["candidate"].removeprefix("candidate:"))
@@ -193,9 +186,7 @@ class WebRTCTestClient:
         """Leave: unsubscribe (HA then closes the session) and close our peer."""
         if unsubscribe and self._sub_id is not None:
             with contextlib.suppress(Exception):
-                await self.router.call(
-                    {"type": "unsubscribe_events", "subscription": self._sub_id}
-                )
+                await self.router.call({"type": "unsubscribe_events", "subscription": self._sub_id})
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

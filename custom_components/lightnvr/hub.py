@@ -68,6 +68,7 @@ class MediaPacket:
     time_base: Fraction
     keyframe: bool
     received: float  # time.monotonic() when the reader got it
+    generation: int = 0  # connection number (StreamInfo.generation): a change means a gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,62 @@ class PacketQueue:
             self._loop.call_soon_threadsafe(_set)
 
 
+class ThreadPacketQueue:
+    """Bounded queue from the reader thread to a consumer running in its own thread.
+
+    Same contract as PacketQueue (`put` never blocks, the oldest packet is dropped and counted
+    when full) with a blocking `get` for worker threads such as the recorder or a decoder.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        """Create an empty queue holding at most `maxlen` packets."""
+        self._items: deque[MediaPacket] = deque()
+        self._maxlen = maxlen
+        self._ready = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, packet: MediaPacket) -> None:
+        """Add a packet (any thread)."""
+        with self._ready:
+            if self._closed:
+                return
+            if len(self._items) >= self._maxlen:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(packet)
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Close the queue; a blocked `get` raises EOFError once the queue is drained."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Return True once closed."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """Return the number of queued packets."""
+        return len(self._items)
+
+    def get(self, timeout: float | None = None) -> MediaPacket | None:
+        """Return the next packet, None after `timeout` seconds, EOFError once closed."""
+        with self._ready:
+            if not self._items and not self._closed:
+                self._ready.wait(timeout)
+            if self._items:
+                return self._items.popleft()
+            if self._closed:
+                raise EOFError
+            return None
+
+
+type PacketSink = PacketQueue | ThreadPacketQueue
+
+
 class StreamHub:
     """Reads one camera in a thread and fans its packets out to subscribers."""
 
@@ -192,7 +249,7 @@ class StreamHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._subscribers: list[PacketQueue] = []
+        self._subscribers: list[PacketSink] = []
         self._gop: list[MediaPacket] = []
         self._listeners: list[Callable[[], None]] = []
 
@@ -249,15 +306,31 @@ class StreamHub:
         so a decoder can start at once. Cache and live packets are handed over under one lock:
         nothing is lost or repeated between them.
         """
-        queue = PacketQueue(self._loop, max(maxlen, MAX_GOP_PACKETS + 1 if from_keyframe else 1))
+        queue = PacketQueue(self._loop, self._queue_size(maxlen, from_keyframe))
+        self._add_subscriber(queue, from_keyframe)
+        return queue
+
+    def subscribe_thread(
+        self, maxlen: int = 1024, *, from_keyframe: bool = True
+    ) -> ThreadPacketQueue:
+        """Like `subscribe`, for a consumer that reads in its own thread (blocking `get`)."""
+        queue = ThreadPacketQueue(self._queue_size(maxlen, from_keyframe))
+        self._add_subscriber(queue, from_keyframe)
+        return queue
+
+    @staticmethod
+    def _queue_size(maxlen: int, from_keyframe: bool) -> int:
+        # A queue that starts with the cached GOP must hold all of it.
+        return max(maxlen, MAX_GOP_PACKETS + 1 if from_keyframe else 1)
+
+    def _add_subscriber(self, queue: PacketSink, from_keyframe: bool) -> None:
         with self._lock:
             if from_keyframe:
                 for packet in self._gop:
                     queue.put(packet)
             self._subscribers.append(queue)
-        return queue
 
-    def unsubscribe(self, queue: PacketQueue) -> None:
+    def unsubscribe(self, queue: PacketSink) -> None:
         """Stop delivering to `queue` and close it."""
         with self._lock:
             if queue in self._subscribers:
@@ -428,9 +501,8 @@ class StreamHub:
             return BitStreamFilterContext("h264_mp4toannexb", video)
         return None
 
-    @staticmethod
     def _to_media_packet(
-        kind: Literal["video", "audio"], packet: av.Packet, *, keyframe: bool
+        self, kind: Literal["video", "audio"], packet: av.Packet, *, keyframe: bool
     ) -> MediaPacket:
         return MediaPacket(
             kind=kind,
@@ -440,6 +512,7 @@ class StreamHub:
             time_base=packet.time_base or Fraction(1, 90000),
             keyframe=keyframe,
             received=time.monotonic(),
+            generation=self._generation,
         )
 
     def _publish_video(self, packet: av.Packet) -> None:

@@ -51,9 +51,11 @@ _ROLE = "tester"
 # Used only if the stream's caps carry no frame rate (our generated clips always do).
 _FALLBACK_FRAME_NS = Gst.SECOND // 25
 
-# Queries that would reveal the file's length. Dropping them on the payloader's src pad makes
-# rtsp-media see an unseekable stream of unknown duration, so the SDP says "a=range:npt=0-"
-# like a camera; with the real duration, clients stop reading at the end of the file.
+# Queries that would reveal the file's length or seekability. Dropping them on the payloader's
+# src pad makes rtsp-media see an unseekable stream of unknown duration, like a camera (clients
+# then never try to seek, and nothing tells them where the "end" is). Together with the open
+# ended SEGMENT events (see _open_ended_segment_probe) the SDP says "a=range:npt=0-"; with the
+# real duration there (npt=0-2), clients may stop reading at the end of the file.
 _HIDDEN_QUERIES = (Gst.QueryType.DURATION, Gst.QueryType.SEEKING, Gst.QueryType.SEGMENT)
 
 

@@ -7,6 +7,7 @@ picture's decode, off the event loop.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import av
 
@@ -37,7 +38,7 @@ def keyframe_to_jpeg(
     info: StreamInfo, keyframe: MediaPacket, width: int | None, height: int | None
 ) -> bytes:
     """Decode `keyframe` and return it as JPEG. Blocking: run it in an executor."""
-    decoder = av.CodecContext.create(info.video_codec, "r")
+    decoder: Any = av.CodecContext.create(info.video_codec, "r")
     data = keyframe.data
     if info.extradata:
         decoder.extradata = info.extradata

@@ -58,7 +58,7 @@ class HubVideoTrack(MediaStreamTrack):
         self._offset: int | None = None
         self.frames_sent = 0
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         """Return the next video packet for aiortc to packetise."""
         while True:
             if self.readyState != "live":
@@ -117,7 +117,11 @@ class HubVideoTrack(MediaStreamTrack):
 def to_aiortc_ice_servers(servers: Iterable[HassIceServer]) -> list[RTCIceServer]:
     """Convert Home Assistant's configured ICE servers to aiortc's type."""
     return [
-        RTCIceServer(urls=server.urls, username=server.username, credential=server.credential)
+        RTCIceServer(
+            urls=server.urls,  # type: ignore[arg-type]  # aiortc takes a list too
+            username=server.username,
+            credential=server.credential,
+        )
         for server in servers
     ]
 

@@ -1,0 +1,355 @@
+"""Config flow: the hub entry, its options, and camera subentries probed against real sources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+import socket
+import wave
+
+from aiohttp import web
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
+from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.lightnvr.const import (
+    CONF_DETECT_MOTION,
+    CONF_ENGINE,
+    CONF_MIN_FREE_GB,
+    CONF_RECORD,
+    CONF_RETENTION_DAYS,
+    CONF_STORAGE_PATH,
+    CONF_STREAM_URL,
+    CONF_SUBSTREAM_URL,
+    DOMAIN,
+    ENGINE_AUTO,
+    ENGINE_EMBEDDED,
+    ENGINE_GO2RTC,
+    SUBENTRY_CAMERA,
+)
+
+from .conftest import CAMERA_PASSWORD, CAMERA_USER, camera_subentry, hub_entry_data
+from .infra.rtsp import RtspServer
+
+
+def _hub_input(storage: Path, engine: str = ENGINE_EMBEDDED) -> dict[str, object]:
+    return {
+        CONF_ENGINE: engine,
+        CONF_STORAGE_PATH: str(storage),
+        CONF_RETENTION_DAYS: 14,
+        CONF_MIN_FREE_GB: 5,
+    }
+
+
+async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_path: Path) -> None:
+    """The form offers the media folder by default and creates the single hub."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    schema_defaults = {
+        str(key): key.default() for key in result["data_schema"].schema if callable(key.default)
+    }
+    assert schema_defaults[CONF_ENGINE] == ENGINE_AUTO
+    assert schema_defaults[CONF_STORAGE_PATH] == str(Path(hass.config.path("media"), "lightnvr"))
+
+    storage = tmp_path / "nvr"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], _hub_input(storage))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {
+        CONF_ENGINE: ENGINE_EMBEDDED,
+        CONF_STORAGE_PATH: str(storage),
+        CONF_RETENTION_DAYS: 14,
+        CONF_MIN_FREE_GB: 5.0,
+    }
+    assert storage.is_dir()
+    await hass.async_block_till_done()
+    assert result["result"].state is ConfigEntryState.LOADED
+
+    # One hub per Home Assistant.
+    again = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert again["type"] is FlowResultType.ABORT
+    assert again["reason"] == "single_instance_allowed"
+
+
+async def test_hub_flow_errors(hass: HomeAssistant, tmp_path: Path) -> None:
+    """An engine this version cannot run and an unwritable folder are refused, then fixed."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _hub_input(blocker / "sub", engine=ENGINE_GO2RTC)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {
+        CONF_ENGINE: "engine_not_available",
+        CONF_STORAGE_PATH: "storage_not_writable",
+    }
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _hub_input(Path("relative/path"))
+    )
+    assert result["errors"] == {CONF_STORAGE_PATH: "storage_not_writable"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _hub_input(tmp_path / "ok")
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_options_flow_changes_settings_and_reloads(
+    hass: HomeAssistant, tmp_path: Path
+) -> None:
+    """Options are validated like the first step and applied by a reload."""
+    entry = MockConfigEntry(domain=DOMAIN, data=hub_entry_data(tmp_path / "a"))
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], _hub_input(tmp_path / "b", engine=ENGINE_GO2RTC)
+    )
+    assert result["errors"] == {CONF_ENGINE: "engine_not_available"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], _hub_input(tmp_path / "b", engine=ENGINE_AUTO)
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.options.storage_path == tmp_path / "b"
+    assert entry.runtime_data.options.retention_days == 14
+
+
+# ----- camera subentries ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def hub(hass: HomeAssistant, tmp_path: Path) -> AsyncIterator[MockConfigEntry]:
+    """A loaded hub without cameras."""
+    entry = MockConfigEntry(domain=DOMAIN, data=hub_entry_data(tmp_path / "rec"))
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    yield entry
+    if entry.state is ConfigEntryState.LOADED:
+        await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+
+
+async def _camera_flow(
+    hass: HomeAssistant, entry: MockConfigEntry, user_input: dict[str, object]
+) -> dict[str, object]:
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.FORM
+    return await hass.config_entries.subentries.async_configure(result["flow_id"], user_input)
+
+
+def _camera_input(url: str, name: str = "Porch", **extra: object) -> dict[str, object]:
+    return {
+        CONF_NAME: name,
+        CONF_STREAM_URL: url,
+        CONF_RECORD: True,
+        CONF_DETECT_MOTION: False,
+        **extra,
+    }
+
+
+async def test_add_camera_probes_and_creates_a_device(
+    hass: HomeAssistant, hub: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """A reachable camera is saved with its login apart from the URL and starts at once."""
+    url_with_login = rtsp_camera.auth_url("cam")  # rtsp://viewer:…@127.0.0.1:port/cam
+    result = await _camera_flow(hass, hub, _camera_input(url_with_login))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    subentry = next(iter(hub.subentries.values()))
+    assert subentry.title == "Porch"
+    assert subentry.data[CONF_STREAM_URL] == rtsp_camera.auth_url("cam", credentials=False)
+    assert subentry.data[CONF_USERNAME] == CAMERA_USER
+    assert subentry.data[CONF_PASSWORD] == CAMERA_PASSWORD
+    # Adding a camera reloads the hub, which now runs it.
+    assert hub.state is ConfigEntryState.LOADED
+    assert subentry.subentry_id in hub.runtime_data.cameras
+    assert hass.states.get("camera.porch") is not None
+
+
+async def test_add_camera_with_separate_login(
+    hass: HomeAssistant, hub: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """Username and password fields work with a URL that has no login."""
+    result = await _camera_flow(
+        hass,
+        hub,
+        _camera_input(
+            rtsp_camera.auth_url("cam", credentials=False),
+            **{CONF_USERNAME: CAMERA_USER, CONF_PASSWORD: CAMERA_PASSWORD},
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [(CAMERA_USER, "wrong-password"), (None, None), ("intruder", CAMERA_PASSWORD)],
+)
+async def test_add_camera_invalid_auth(
+    hass: HomeAssistant,
+    hub: MockConfigEntry,
+    rtsp_camera: RtspServer,
+    user: str | None,
+    password: str | None,
+) -> None:
+    """A 401 from the camera (wrong or missing login) is `invalid_auth`; nothing is saved."""
+    extra = {CONF_USERNAME: user, CONF_PASSWORD: password} if user else {}
+    result = await _camera_flow(
+        hass, hub, _camera_input(rtsp_camera.auth_url("cam", credentials=False), **extra)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "invalid_auth"}
+    assert not hub.subentries
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_add_camera_cannot_connect(
+    hass: HomeAssistant, hub: MockConfigEntry, socket_enabled: None
+) -> None:
+    """Nothing listening on the port: `cannot_connect`."""
+    result = await _camera_flow(
+        hass, hub, _camera_input(f"rtsp://127.0.0.1:{_closed_port()}/stream")
+    )
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert not hub.subentries
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "garbage",
+        "not a url at all",
+        "ftp://127.0.0.1/video",
+        "file:///etc/passwd",
+        "rtsp://",
+        "rtsp://127.0.0.1:notaport/x",
+        "rtsp://127.0.0.1:70000/x",
+        "",
+    ],
+)
+async def test_add_camera_invalid_url(hass: HomeAssistant, hub: MockConfigEntry, url: str) -> None:
+    """Anything that is not a stream URL we can open is refused before any connection."""
+    result = await _camera_flow(hass, hub, _camera_input(url))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_STREAM_URL: "invalid_url"}
+
+
+async def test_add_camera_invalid_substream_url(
+    hass: HomeAssistant, hub: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """A bad sub-stream URL is pointed out on its own field."""
+    result = await _camera_flow(
+        hass, hub, _camera_input(rtsp_camera.url("cam"), **{CONF_SUBSTREAM_URL: "nope"})
+    )
+    assert result["errors"] == {CONF_SUBSTREAM_URL: "invalid_url"}
+
+
+@pytest.fixture
+async def audio_only_url(tmp_path: Path, socket_enabled: None) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 serving a WAV file: a source without video."""
+    path = tmp_path / "sound.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x00\x01" * 8000)
+
+    async def _serve(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path)
+
+    app = web.Application()
+    app.router.add_get("/sound.wav", _serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/sound.wav"
+    await runner.cleanup()
+
+
+async def test_add_camera_no_video(
+    hass: HomeAssistant, hub: MockConfigEntry, audio_only_url: str
+) -> None:
+    """A source that opens but carries no video: `no_video`."""
+    result = await _camera_flow(hass, hub, _camera_input(audio_only_url))
+    assert result["errors"] == {"base": "no_video"}
+
+
+async def test_add_camera_duplicate_url(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """The same stream (even written differently, or with a login) cannot be added twice."""
+    url = rtsp_camera.url("cam")
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path / "rec"),
+        subentries_data=[camera_subentry("First", url)],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    variant = url.replace("rtsp://127.0.0.1", "RTSP://user:pw@127.0.0.1")
+    result = await _camera_flow(hass, entry, _camera_input(variant, name="Second"))
+    assert result["errors"] == {CONF_STREAM_URL: "duplicate_url"}
+    assert len(entry.subentries) == 1
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_reconfigure_camera_keeps_password(
+    hass: HomeAssistant, setup_camera: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """Reconfigure: the form never shows the password; left empty, the stored one stays."""
+    subentry = next(iter(setup_camera.subentries.values()))
+    result = await hass.config_entries.subentries.async_init(
+        (setup_camera.entry_id, SUBENTRY_CAMERA),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reconfigure"
+    suggested = {
+        str(key): (key.description or {}).get("suggested_value")
+        for key in result["data_schema"].schema
+    }
+    assert suggested[CONF_NAME] == "Front door"
+    assert suggested.get(CONF_PASSWORD) is None
+
+    # A wrong password is refused and changes nothing.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        _camera_input(
+            rtsp_camera.auth_url("cam", credentials=False),
+            name="Back door",
+            **{CONF_USERNAME: CAMERA_USER, CONF_PASSWORD: "bad"},
+        ),
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+    assert subentry.data[CONF_PASSWORD] == CAMERA_PASSWORD
+
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        _camera_input(
+            rtsp_camera.auth_url("cam", credentials=False),
+            name="Back door",
+            **{CONF_USERNAME: CAMERA_USER},
+        ),
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    updated = setup_camera.subentries[subentry.subentry_id]
+    assert updated.title == "Back door"
+    assert updated.data[CONF_PASSWORD] == CAMERA_PASSWORD
+    assert setup_camera.state is ConfigEntryState.LOADED
+    assert setup_camera.runtime_data.cameras[subentry.subentry_id].name == "Back door"

@@ -1,0 +1,125 @@
+"""Setup, unload, reload and camera removal: no thread, task or session outlives them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import threading
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.lightnvr.const import DOMAIN
+
+from .conftest import camera_subentry, hub_entry_data
+from .infra.rtsp import RtspServer
+
+
+def _hub_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lightnvr-hub-")]
+
+
+async def test_setup_creates_devices_and_unload_stops_everything(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """Two cameras: two devices and entities, one reader each; unload stops both readers."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[
+            camera_subentry("Garden", rtsp_camera.url("cam")),
+            camera_subentry("Garage", rtsp_camera.url("cam") + "?second"),
+        ],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+
+    devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    assert sorted(d.name for d in devices) == ["Garage", "Garden"]
+    registry = er.async_get(hass)
+    for subentry_id in entry.subentries:
+        entity_id = registry.async_get_entity_id("camera", DOMAIN, f"{subentry_id}_camera")
+        assert entity_id is not None
+        assert registry.async_get(entity_id).config_subentry_id == subentry_id
+    assert len(_hub_threads()) == 2
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 2)
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.NOT_LOADED
+    assert _hub_threads() == []
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 0)
+
+
+async def test_reload_restarts_readers(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """A reload stops the old reader before the new one starts: one camera connection."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 1)
+    first_runtime = entry.runtime_data
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.runtime_data is not first_runtime
+    assert len(_hub_threads()) == 1
+    await rtsp_camera.async_wait_for(
+        lambda: rtsp_camera.total_connections == 2 and rtsp_camera.connected_clients == 1
+    )
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_removing_a_camera_removes_its_device(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """Deleting a camera subentry removes its device and entity and stops its reader."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    subentry_id = next(iter(entry.subentries))
+    assert hass.states.get("camera.garden") is not None
+
+    assert hass.config_entries.async_remove_subentry(entry, subentry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.cameras == {}
+    assert hass.states.get("camera.garden") is None
+    assert dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id) == []
+    assert _hub_threads() == []
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_unreachable_camera_does_not_block_setup(
+    hass: HomeAssistant, tmp_path: Path, socket_enabled: None
+) -> None:
+    """A camera that is down at start: setup completes, the entity is unavailable."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Shed", "rtsp://127.0.0.1:9/none")],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    hub = entry.runtime_data.engine.hub(next(iter(entry.subentries)))
+    for _ in range(50):
+        if hass.states.get("camera.shed").state == "unavailable":
+            break
+        await hass.async_add_executor_job(threading.Event().wait, 0.1)
+    assert hass.states.get("camera.shed").state == "unavailable"
+    assert hub.last_error == "cannot_connect"
+    assert await hass.config_entries.async_unload(entry.entry_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import threading
 
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -122,4 +122,44 @@ async def test_unreachable_camera_does_not_block_setup(
         await hass.async_add_executor_job(threading.Event().wait, 0.1)
     assert hass.states.get("camera.shed").state == "unavailable"
     assert hub.last_error == "cannot_connect"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_adding_a_camera_leaves_the_others_running(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """A new subentry starts only the new camera: the first one's connection is untouched."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 1)
+    garden_id = next(iter(entry.subentries))
+    garden_hub = entry.runtime_data.engine.hub(garden_id)
+
+    new = camera_subentry("Garage", rtsp_camera.url("cam") + "?garage")
+    hass.config_entries.async_add_subentry(entry, ConfigSubentry(**new))
+    await hass.async_block_till_done()
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 2)
+    assert rtsp_camera.total_connections == 2  # nobody reconnected
+    assert entry.runtime_data.engine.hub(garden_id) is garden_hub
+    assert hass.states.get("camera.garage") is not None
+    assert hass.states.get("camera.garden") is not None
+
+    # Renaming the garage restarts the garage only; its entity keeps its id.
+    garage = next(s for s in entry.subentries.values() if s.title == "Garage")
+    hass.config_entries.async_update_subentry(
+        entry, garage, title="Car port", data={**garage.data, "name": "Car port"}
+    )
+    await hass.async_block_till_done()
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.total_connections == 3)
+    assert entry.runtime_data.engine.hub(garden_id) is garden_hub
+    assert entry.runtime_data.cameras[garage.subentry_id].name == "Car port"
+    assert hass.states.get("camera.garage") is not None
+    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, garage.subentry_id)})
+    assert device is not None
+    assert device.name == "Car port"
     assert await hass.config_entries.async_unload(entry.entry_id)

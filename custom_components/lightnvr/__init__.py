@@ -18,6 +18,14 @@ _LOGGER = logging.getLogger(__name__)
 PLATFORMS: list[Platform] = [Platform.CAMERA]
 
 
+def _wanted_cameras(entry: LightNvrConfigEntry) -> dict[str, CameraConfig]:
+    return {
+        subentry_id: CameraConfig.from_subentry(subentry_id, subentry.data)
+        for subentry_id, subentry in entry.subentries.items()
+        if subentry.subentry_type == SUBENTRY_CAMERA
+    }
+
+
 async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> bool:
     """Start the engine, one hub per camera subentry, and the platforms."""
     options = HubOptions.from_entry(entry.data, entry.options)
@@ -25,15 +33,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         engine = create_engine(hass, options)
     except EngineUnavailableError as err:
         raise ConfigEntryError(str(err)) from err
-    runtime = LightNvrRuntime(options=options, engine=engine)
+    runtime = LightNvrRuntime(hass=hass, options=options, engine=engine)
     await engine.async_start()
     try:
-        for subentry in entry.subentries.values():
-            if subentry.subentry_type != SUBENTRY_CAMERA:
-                continue
-            camera = CameraConfig.from_subentry(subentry.subentry_id, subentry.data)
-            runtime.cameras[camera.camera_id] = camera
-            await engine.async_add_camera(camera)
+        await runtime.async_apply_cameras(_wanted_cameras(entry))
     except Exception:
         await engine.async_stop()
         raise
@@ -55,5 +58,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) ->
 
 
 async def _async_entry_updated(hass: HomeAssistant, entry: LightNvrConfigEntry) -> None:
-    """Options or cameras changed (a subentry added, removed or reconfigured): reload."""
-    await hass.config_entries.async_reload(entry.entry_id)
+    """Hub settings changed: reload. Only cameras changed: start or stop just those."""
+    runtime = entry.runtime_data
+    if HubOptions.from_entry(entry.data, entry.options) != runtime.options:
+        await hass.config_entries.async_reload(entry.entry_id)
+        return
+    await runtime.async_apply_cameras(_wanted_cameras(entry))

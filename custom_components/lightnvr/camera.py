@@ -20,8 +20,13 @@ async def async_setup_entry(
 ) -> None:
     """Add one camera entity per camera subentry."""
     runtime = entry.runtime_data
-    for camera in runtime.cameras.values():
+
+    def add_camera(camera: CameraConfig) -> None:
         async_add_entities([LightNvrCamera(runtime, camera)], config_subentry_id=camera.camera_id)
+
+    runtime.entity_factories.append(add_camera)
+    for camera in runtime.cameras.values():
+        add_camera(camera)
 
 
 class LightNvrCamera(LightNvrCameraEntity, Camera):

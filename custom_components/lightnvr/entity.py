@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 
 from .const import DOMAIN, MANUFACTURER
 from .hub import StreamHub
 from .models import CameraConfig
-from .runtime import LightNvrRuntime
+from .runtime import LightNvrRuntime, camera_removed_signal
 
 
 class LightNvrCameraEntity(Entity):
@@ -38,3 +39,12 @@ class LightNvrCameraEntity(Entity):
         """Write our state whenever the hub's connection state changes."""
         await super().async_added_to_hass()
         self.async_on_remove(self._hub.add_listener(self.async_write_ha_state))
+        # Reconfigured or deleted camera: this entity goes; a new one replaces it if needed.
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, camera_removed_signal(self._camera.camera_id), self._async_removed
+            )
+        )
+
+    async def _async_removed(self) -> None:
+        await self.async_remove(force_remove=True)

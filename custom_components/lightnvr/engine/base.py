@@ -25,6 +25,9 @@ class StreamEngine(Protocol):
     async def async_add_camera(self, camera: CameraConfig) -> StreamHub:
         """Start carrying a camera; return the hub its consumers subscribe to."""
 
+    async def async_remove_camera(self, camera_id: str) -> None:
+        """Stop carrying a camera: close its viewers and its hub."""
+
     def hub(self, camera_id: str) -> StreamHub:
         """Return the hub of a camera added before."""
 

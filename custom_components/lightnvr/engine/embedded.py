@@ -76,6 +76,19 @@ class EmbeddedEngine:
         hub.start()
         return hub
 
+    async def async_remove_camera(self, camera_id: str) -> None:
+        """Close the camera's viewers and stop its hub."""
+        hub = self._hubs.pop(camera_id, None)
+        self._cameras.pop(camera_id, None)
+        self._snapshots.pop(camera_id, None)
+        self._snapshot_locks.pop(camera_id, None)
+        if hub is None:
+            return
+        for session_id, viewer in list(self._viewers.items()):
+            if viewer.hub is hub:
+                self.close_session(session_id)
+        await hub.async_stop()
+
     def hub(self, camera_id: str) -> StreamHub:
         """Return a camera's hub."""
         return self._hubs[camera_id]

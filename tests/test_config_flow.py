@@ -62,6 +62,8 @@ async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_pat
         CONF_STORAGE_PATH: str(storage),
         CONF_RETENTION_DAYS: 14,
         CONF_MIN_FREE_GB: 5.0,
+        "max_storage_gb": 0.0,
+        "segment_seconds": 60,
     }
     assert storage.is_dir()
     await hass.async_block_till_done()

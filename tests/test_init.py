@@ -38,7 +38,7 @@ async def test_setup_creates_devices_and_unload_stops_everything(
     assert entry.state is ConfigEntryState.LOADED
 
     devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
-    assert sorted(d.name for d in devices) == ["Garage", "Garden"]
+    assert sorted(d.name for d in devices) == ["Garage", "Garden", "LightNVR"]
     registry = er.async_get(hass)
     for subentry_id in entry.subentries:
         entity_id = registry.async_get_entity_id("camera", DOMAIN, f"{subentry_id}_camera")
@@ -97,7 +97,8 @@ async def test_removing_a_camera_removes_its_device(
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data.cameras == {}
     assert hass.states.get("camera.garden") is None
-    assert dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id) == []
+    devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    assert [d.name for d in devices] == ["LightNVR"]  # only the hub's own device is left
     assert _hub_threads() == []
     assert await hass.config_entries.async_unload(entry.entry_id)
 

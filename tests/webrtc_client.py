@@ -94,7 +94,10 @@ class Viewer:
 class WebRTCTestClient:
     """Watch a HA camera entity over WebRTC."""
 
-    def __init__(self, router: WsRouter, entity_id: str) -> None:
+    def __init__(self, router: WsRouter, entity_id: str, *, codecs: tuple[str, ...] = ()) -> None:
+        """`codecs`: mime types in offer order; by default VP8 first, as browsers offer."""
+        self.codec_order = codecs or ("video/vp8", "video/h264", "video/rtx")
+        self.answer_sdp: str | None = None
         self.router = router
         self.entity_id = entity_id
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -107,12 +110,9 @@ class WebRTCTestClient:
     async def start(self) -> None:
         """Send the offer and start negotiating in the background."""
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        available = RTCRtpSender.getCapabilities("video").codecs
         transceiver.setCodecPreferences(
-            [
-                c
-                for c in RTCRtpSender.getCapabilities("video").codecs
-                if c.mimeType.lower() in ("video/h264", "video/rtx")
-            ]
+            [c for mime in self.codec_order for c in available if c.mimeType.lower() == mime]
         )
 
         @self.pc.on("track")
@@ -149,6 +149,7 @@ class WebRTCTestClient:
                         }
                     )
             elif event["type"] == "answer":
+                self.answer_sdp = event["answer"]
                 await self.pc.setRemoteDescription(RTCSessionDescription(event["answer"], "answer"))
             elif event["type"] == "candidate":
                 init = event["candidate"]
@@ -193,3 +194,12 @@ class WebRTCTestClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.pc.close()
+
+
+def negotiated_video_codec(answer_sdp: str) -> str:
+    """Return the codec name of the first payload type of the answer's video section."""
+    lines = answer_sdp.splitlines()
+    media = next(line for line in lines if line.startswith("m=video"))
+    payload_type = media.split()[3]
+    rtpmap = next(line for line in lines if line.startswith(f"a=rtpmap:{payload_type} "))
+    return rtpmap.split()[1].split("/")[0]

@@ -7,15 +7,26 @@ import logging
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
 
-from .const import SUBENTRY_CAMERA
+from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, create_engine
 from .models import CameraConfig, HubOptions
+from .recorder.manager import RecorderManager
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
+from .views import async_register_views
 
 _LOGGER = logging.getLogger(__name__)
 
-PLATFORMS: list[Platform] = [Platform.CAMERA]
+PLATFORMS: list[Platform] = [Platform.CAMERA, Platform.SENSOR, Platform.SWITCH]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the HTTP views once (they look up the loaded hub on each request)."""
+    async_register_views(hass)
+    return True
 
 
 def _wanted_cameras(entry: LightNvrConfigEntry) -> dict[str, CameraConfig]:
@@ -33,12 +44,19 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         engine = create_engine(hass, options)
     except EngineUnavailableError as err:
         raise ConfigEntryError(str(err)) from err
-    runtime = LightNvrRuntime(hass=hass, options=options, engine=engine)
+    recorder = RecorderManager(
+        hass,
+        options,
+        segment_seconds=options.segment_seconds,
+        max_size_gb=options.max_storage_gb or None,
+    )
+    runtime = LightNvrRuntime(hass=hass, options=options, engine=engine, recorder=recorder)
     await engine.async_start()
     try:
+        await recorder.async_start()
         await runtime.async_apply_cameras(_wanted_cameras(entry))
     except Exception:
-        await engine.async_stop()
+        await runtime.async_stop()
         raise
     entry.runtime_data = runtime
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
@@ -53,7 +71,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) ->
     """Unload the platforms, then stop viewers, hubs and engine."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
-        await entry.runtime_data.engine.async_stop()
+        await entry.runtime_data.async_stop()
     return unloaded
 
 

@@ -22,19 +22,24 @@ from homeassistant.helpers import selector
 import voluptuous as vol
 
 from .const import (
+    CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_MOTION,
     CONF_ENGINE,
     CONF_GO2RTC_BINARY,
     CONF_GO2RTC_URL,
+    CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
     CONF_RECORD,
     CONF_RETENTION_DAYS,
+    CONF_SEGMENT_SECONDS,
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
     DEFAULT_ENGINE,
+    DEFAULT_MAX_STORAGE_GB,
     DEFAULT_MIN_FREE_GB,
     DEFAULT_RETENTION_DAYS,
+    DEFAULT_SEGMENT_SECONDS,
     DEFAULT_STORAGE_DIR,
     DOMAIN,
     ENGINE_AUTO,
@@ -79,6 +84,18 @@ def _check_storage(path: str) -> None:
         raise PermissionError(path)
 
 
+def _box(low: float, high: float, step: float, unit: str) -> selector.NumberSelector:
+    return selector.NumberSelector(
+        selector.NumberSelectorConfig(
+            min=low,
+            max=high,
+            step=step,
+            unit_of_measurement=unit,
+            mode=selector.NumberSelectorMode.BOX,
+        )
+    )
+
+
 def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
     return vol.Schema(
         {
@@ -121,6 +138,14 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
                     mode=selector.NumberSelectorMode.BOX,
                 )
             ),
+            vol.Required(
+                CONF_MAX_STORAGE_GB,
+                default=defaults.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB),
+            ): _box(0, 1000000, 1, "GB"),
+            vol.Required(
+                CONF_SEGMENT_SECONDS,
+                default=defaults.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS),
+            ): _box(10, 600, 1, "s"),
         }
     )
 
@@ -140,6 +165,8 @@ def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
     data = dict(user_input)
     data[CONF_RETENTION_DAYS] = int(data[CONF_RETENTION_DAYS])
     data[CONF_MIN_FREE_GB] = float(data[CONF_MIN_FREE_GB])
+    data[CONF_MAX_STORAGE_GB] = float(data.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB))
+    data[CONF_SEGMENT_SECONDS] = int(data.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS))
     for key in (CONF_GO2RTC_BINARY, CONF_GO2RTC_URL):
         if not data.get(key):
             data.pop(key, None)
@@ -198,6 +225,8 @@ class LightNvrOptionsFlow(OptionsFlow):
             CONF_STORAGE_PATH: current[CONF_STORAGE_PATH],
             CONF_RETENTION_DAYS: current.get(CONF_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
             CONF_MIN_FREE_GB: current.get(CONF_MIN_FREE_GB, DEFAULT_MIN_FREE_GB),
+            CONF_MAX_STORAGE_GB: current.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB),
+            CONF_SEGMENT_SECONDS: current.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS),
         }
         if user_input is not None:
             errors = await _validate_hub(self.hass, user_input)
@@ -224,6 +253,9 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
             ),
             vol.Required(CONF_RECORD, default=defaults.get(CONF_RECORD, True)): bool,
             vol.Required(CONF_DETECT_MOTION, default=defaults.get(CONF_DETECT_MOTION, False)): bool,
+            vol.Optional(
+                CONF_CAMERA_RETENTION_DAYS, description=suggested(CONF_CAMERA_RETENTION_DAYS)
+            ): _box(1, 3650, 1, "d"),
         }
     )
 
@@ -318,6 +350,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         }
         if substream:
             data[CONF_SUBSTREAM_URL] = substream
+        if user_input.get(CONF_CAMERA_RETENTION_DAYS):
+            data[CONF_CAMERA_RETENTION_DAYS] = int(user_input[CONF_CAMERA_RETENTION_DAYS])
         if username:
             data[CONF_USERNAME] = username
         if password:

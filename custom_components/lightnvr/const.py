@@ -14,6 +14,8 @@ CONF_GO2RTC_URL: Final = "go2rtc_url"
 CONF_STORAGE_PATH: Final = "storage_path"
 CONF_RETENTION_DAYS: Final = "retention_days"
 CONF_MIN_FREE_GB: Final = "min_free_gb"
+CONF_MAX_STORAGE_GB: Final = "max_storage_gb"
+CONF_SEGMENT_SECONDS: Final = "segment_seconds"
 
 ENGINE_AUTO: Final = "auto"
 ENGINE_EMBEDDED: Final = "embedded"
@@ -25,6 +27,8 @@ DEFAULT_ENGINE: Final = ENGINE_AUTO
 DEFAULT_STORAGE_DIR: Final = "lightnvr"
 DEFAULT_RETENTION_DAYS: Final = 7
 DEFAULT_MIN_FREE_GB: Final = 2.0
+DEFAULT_MAX_STORAGE_GB: Final = 0.0  # no cap: age and free space rule
+DEFAULT_SEGMENT_SECONDS: Final = 60
 
 # Camera subentries.
 SUBENTRY_CAMERA: Final = "camera"
@@ -32,6 +36,7 @@ CONF_STREAM_URL: Final = "stream_url"
 CONF_SUBSTREAM_URL: Final = "substream_url"
 CONF_RECORD: Final = "record"
 CONF_DETECT_MOTION: Final = "detect_motion"
+CONF_CAMERA_RETENTION_DAYS: Final = "retention_days"  # per-camera override of the hub's days
 
 # Source probing (config flow) limits, in seconds.
 PROBE_TIMEOUT: Final = 15.0

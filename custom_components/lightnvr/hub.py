@@ -83,6 +83,10 @@ class StreamInfo:
     fps: float | None
     extradata: bytes | None
     audio_codec: str | None = None
+    # What a muxer needs to copy the audio without decoding it (the recorder's MP4 headers).
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    audio_extradata: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +462,7 @@ class StreamHub:
             bsf = self._annexb_filter(video)
             ctx: Any = video.codec_context
             rate = video.average_rate or video.guessed_rate
+            actx: Any = audio.codec_context if audio is not None else None
             self._generation += 1
             self._info = StreamInfo(
                 generation=self._generation,
@@ -467,7 +472,7 @@ class StreamHub:
                 time_base=video.time_base or Fraction(1, 90000),
                 fps=float(rate) if rate else None,
                 extradata=bytes(ctx.extradata) if ctx.extradata else None,
-                audio_codec=audio.codec_context.name if audio is not None else None,
+                **self._audio_info(actx),
             )
             _LOGGER.debug(
                 "%s: opened %s (%s %dx%d)",
@@ -490,6 +495,18 @@ class StreamHub:
                     self._publish(self._to_media_packet("audio", packet, keyframe=False))
         finally:
             container.close()
+
+    @staticmethod
+    def _audio_info(ctx: Any) -> dict[str, Any]:
+        """Describe the audio stream (if any) for StreamInfo."""
+        if ctx is None:
+            return {}
+        return {
+            "audio_codec": ctx.name,
+            "audio_sample_rate": int(ctx.sample_rate or 0) or None,
+            "audio_channels": int(ctx.channels or 0) or None,
+            "audio_extradata": bytes(ctx.extradata) if ctx.extradata else None,
+        }
 
     @staticmethod
     def _annexb_filter(video: Any) -> Any:

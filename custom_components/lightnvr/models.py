@@ -10,19 +10,24 @@ from typing import Any
 from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
 
 from .const import (
+    CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_MOTION,
     CONF_ENGINE,
     CONF_GO2RTC_BINARY,
     CONF_GO2RTC_URL,
+    CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
     CONF_RECORD,
     CONF_RETENTION_DAYS,
+    CONF_SEGMENT_SECONDS,
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
     DEFAULT_ENGINE,
+    DEFAULT_MAX_STORAGE_GB,
     DEFAULT_MIN_FREE_GB,
     DEFAULT_RETENTION_DAYS,
+    DEFAULT_SEGMENT_SECONDS,
 )
 from .source import CameraSource
 
@@ -37,6 +42,7 @@ class CameraConfig:
     substream: CameraSource | None
     record: bool
     detect_motion: bool
+    retention_days: float | None = None  # overrides the hub's retention for this camera
 
     @classmethod
     def from_subentry(cls, subentry_id: str, data: Mapping[str, Any]) -> CameraConfig:
@@ -51,6 +57,11 @@ class CameraConfig:
             substream=(CameraSource(substream_url, username, password) if substream_url else None),
             record=bool(data.get(CONF_RECORD, True)),
             detect_motion=bool(data.get(CONF_DETECT_MOTION, False)),
+            retention_days=(
+                float(data[CONF_CAMERA_RETENTION_DAYS])
+                if data.get(CONF_CAMERA_RETENTION_DAYS)
+                else None
+            ),
         )
 
 
@@ -64,6 +75,8 @@ class HubOptions:
     storage_path: Path
     retention_days: int
     min_free_gb: float
+    max_storage_gb: float = DEFAULT_MAX_STORAGE_GB  # 0: no cap
+    segment_seconds: int = DEFAULT_SEGMENT_SECONDS
 
     @classmethod
     def from_entry(cls, data: Mapping[str, Any], options: Mapping[str, Any]) -> HubOptions:
@@ -76,4 +89,6 @@ class HubOptions:
             storage_path=Path(merged[CONF_STORAGE_PATH]),
             retention_days=int(merged.get(CONF_RETENTION_DAYS, DEFAULT_RETENTION_DAYS)),
             min_free_gb=float(merged.get(CONF_MIN_FREE_GB, DEFAULT_MIN_FREE_GB)),
+            max_storage_gb=float(merged.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB)),
+            segment_seconds=int(merged.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS)),
         )

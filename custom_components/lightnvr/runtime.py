@@ -13,6 +13,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from .const import DOMAIN
 from .engine.base import StreamEngine
 from .models import CameraConfig, HubOptions
+from .recorder.manager import RecorderManager
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,13 +36,15 @@ class LightNvrRuntime:
     hass: HomeAssistant
     options: HubOptions
     engine: StreamEngine
+    recorder: RecorderManager
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     # One per entity platform: creates that platform's entities for a camera.
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
 
     async def async_add_camera(self, camera: CameraConfig) -> None:
-        """Start a camera and create its entities on every loaded platform."""
-        await self.engine.async_add_camera(camera)
+        """Start a camera and its recorder, and create its entities on every loaded platform."""
+        hub = await self.engine.async_add_camera(camera)
+        await self.recorder.async_add_camera(camera, hub, retention_days=camera.retention_days)
         self.cameras[camera.camera_id] = camera
         for factory in self.entity_factories:
             factory(camera)
@@ -51,7 +54,13 @@ class LightNvrRuntime:
         if self.cameras.pop(camera_id, None) is None:
             return
         async_dispatcher_send(self.hass, camera_removed_signal(camera_id))
+        await self.recorder.async_remove_camera(camera_id)
         await self.engine.async_remove_camera(camera_id)
+
+    async def async_stop(self) -> None:
+        """Stop recording first (it subscribes to the hubs), then the engine."""
+        await self.recorder.async_stop()
+        await self.engine.async_stop()
 
     async def async_apply_cameras(self, wanted: dict[str, CameraConfig]) -> None:
         """Bring the running cameras in line with the subentries."""

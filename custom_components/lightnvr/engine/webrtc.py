@@ -169,19 +169,22 @@ class WebRTCViewer:
 
     async def answer(self, offer_sdp: str) -> tuple[str, list[RTCIceCandidateInit]]:
         """Negotiate: return the answer SDP (without candidates) and our candidates."""
+        if "\nm=video " not in "\n" + offer_sdp.replace("\r\n", "\n"):
+            raise ValueError("the offer has no video")
+        # The transceiver and its codec preference must exist BEFORE the offer is applied:
+        # aiortc fixes the answer's codecs while applying it, and browsers list VP8 first
+        # (which aiortc would then try to encode). H.264 only: we pass the camera's through.
+        self.track = HubVideoTrack(self.hub)
+        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
+        transceiver.setCodecPreferences(
+            [
+                codec
+                for codec in RTCRtpSender.getCapabilities("video").codecs
+                if codec.mimeType.lower() in ("video/h264", "video/rtx")
+            ]
+        )
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         self._mids = [t.mid or str(i) for i, t in enumerate(self.pc.getTransceivers())]
-        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
-        if not video:
-            raise ValueError("the offer has no video")
-        self.track = HubVideoTrack(self.hub)
-        self.pc.addTrack(self.track)
-        h264 = [
-            codec
-            for codec in RTCRtpSender.getCapabilities("video").codecs
-            if codec.mimeType.lower() in ("video/h264", "video/rtx")
-        ]
-        video[0].setCodecPreferences(h264)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._remote_set = True
         for candidate in self._early_candidates:

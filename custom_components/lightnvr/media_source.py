@@ -1,0 +1,171 @@
+"""Media panel: LightNVR → camera → day → recordings, played through the recordings view."""
+
+from __future__ import annotations
+
+from datetime import date
+import logging
+
+from homeassistant.components.media_player import BrowseError, MediaClass
+from homeassistant.components.media_source import (
+    BrowseMediaSource,
+    MediaSource,
+    MediaSourceItem,
+    PlayMedia,
+    Unresolvable,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
+
+from .const import DOMAIN
+from .recorder.storage import Segment
+from .runtime import LightNvrConfigEntry
+from .views import existing_recording, loaded_entry, recording_url
+
+_LOGGER = logging.getLogger(__name__)
+
+MIME_TYPE = "video/mp4"
+
+
+async def async_get_media_source(hass: HomeAssistant) -> MediaSource:
+    """Return LightNVR's media source."""
+    return LightNvrMediaSource(hass)
+
+
+def _segment_title(segment: Segment) -> str:
+    start = dt_util.as_local(segment.start_time)
+    end = dt_util.as_local(segment.end_time)
+    return f"{start:%H:%M:%S} – {end:%H:%M:%S}"
+
+
+class LightNvrMediaSource(MediaSource):
+    """Browse and play recordings. Identifiers: `<camera>`, `<camera>/<day>`, `<relative path>`."""
+
+    name = "LightNVR"
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        """Create the source."""
+        super().__init__(DOMAIN)
+        self.hass = hass
+
+    def _entry(self) -> LightNvrConfigEntry:
+        entry = loaded_entry(self.hass)
+        if entry is None:
+            raise BrowseError("LightNVR is not loaded")
+        return entry
+
+    async def async_resolve_media(self, item: MediaSourceItem) -> PlayMedia:
+        """Return the recording's URL (HA signs it for the player)."""
+        entry = loaded_entry(self.hass)
+        if entry is None or not item.identifier:
+            raise Unresolvable("LightNVR is not loaded")
+        if await existing_recording(self.hass, entry, item.identifier) is None:
+            raise Unresolvable(f"No such recording: {item.identifier}")
+        return PlayMedia(recording_url(item.identifier), MIME_TYPE)
+
+    async def async_browse_media(self, item: MediaSourceItem) -> BrowseMediaSource:
+        """Browse the tree."""
+        entry = self._entry()
+        identifier = item.identifier or ""
+        parts = identifier.split("/") if identifier else []
+        if not parts:
+            return self._root(entry)
+        if len(parts) == 1:
+            return self._camera(entry, parts[0])
+        if len(parts) == 2:
+            try:
+                day = date.fromisoformat(parts[1])
+            except ValueError as err:
+                raise BrowseError(f"Unknown day: {parts[1]}") from err
+            return self._day(entry, parts[0], day)
+        raise BrowseError(f"Unknown item: {identifier}")
+
+    def _camera_title(self, entry: LightNvrConfigEntry, camera_id: str) -> str:
+        camera = entry.runtime_data.cameras.get(camera_id)
+        if camera is not None:
+            return camera.name
+        subentry = entry.subentries.get(camera_id)
+        return subentry.title if subentry else f"Removed camera ({camera_id[-6:]})"
+
+    def _root(self, entry: LightNvrConfigEntry) -> BrowseMediaSource:
+        index = entry.runtime_data.recorder.index
+        camera_ids = sorted(
+            set(index.cameras()) | set(entry.runtime_data.cameras),
+            key=lambda cid: self._camera_title(entry, cid).lower(),
+        )
+        return BrowseMediaSource(
+            domain=DOMAIN,
+            identifier=None,
+            media_class=MediaClass.DIRECTORY,
+            media_content_type="",
+            title=self.name,
+            can_play=False,
+            can_expand=True,
+            children_media_class=MediaClass.DIRECTORY,
+            children=[
+                BrowseMediaSource(
+                    domain=DOMAIN,
+                    identifier=camera_id,
+                    media_class=MediaClass.DIRECTORY,
+                    media_content_type="",
+                    title=self._camera_title(entry, camera_id),
+                    can_play=False,
+                    can_expand=True,
+                )
+                for camera_id in camera_ids
+            ],
+        )
+
+    def _camera(self, entry: LightNvrConfigEntry, camera_id: str) -> BrowseMediaSource:
+        days = entry.runtime_data.recorder.index.days(camera_id)
+        if not days and camera_id not in entry.runtime_data.cameras:
+            raise BrowseError(f"Unknown camera: {camera_id}")
+        return BrowseMediaSource(
+            domain=DOMAIN,
+            identifier=camera_id,
+            media_class=MediaClass.DIRECTORY,
+            media_content_type="",
+            title=self._camera_title(entry, camera_id),
+            can_play=False,
+            can_expand=True,
+            children_media_class=MediaClass.DIRECTORY,
+            children=[
+                BrowseMediaSource(
+                    domain=DOMAIN,
+                    identifier=f"{camera_id}/{day.isoformat()}",
+                    media_class=MediaClass.DIRECTORY,
+                    media_content_type="",
+                    title=day.isoformat(),
+                    can_play=False,
+                    can_expand=True,
+                )
+                for day in reversed(days)  # newest day first
+            ],
+        )
+
+    def _day(self, entry: LightNvrConfigEntry, camera_id: str, day: date) -> BrowseMediaSource:
+        recorder = entry.runtime_data.recorder
+        segments = recorder.index.segments(camera_id, day)
+        if not segments:
+            raise BrowseError(f"No recordings of {camera_id} on {day}")
+        return BrowseMediaSource(
+            domain=DOMAIN,
+            identifier=f"{camera_id}/{day.isoformat()}",
+            media_class=MediaClass.DIRECTORY,
+            media_content_type="",
+            title=f"{self._camera_title(entry, camera_id)} – {day.isoformat()}",
+            can_play=False,
+            can_expand=True,
+            children_media_class=MediaClass.VIDEO,
+            children=[
+                BrowseMediaSource(
+                    domain=DOMAIN,
+                    identifier=recorder.layout.relative(segment.path),
+                    media_class=MediaClass.VIDEO,
+                    media_content_type=MIME_TYPE,
+                    title=_segment_title(segment),
+                    can_play=True,
+                    can_expand=False,
+                )
+                for segment in reversed(segments)  # newest first
+            ],
+        )

@@ -1,0 +1,447 @@
+"""RecorderManager: every camera's segmenter, the segment index, retention and their state.
+
+The integration owns one manager per hub entry. It never opens a camera: each segmenter is a
+thread subscriber of the camera's StreamHub. Blocking work (scans, recovery, deletes, joins)
+runs in the executor; segmenter threads report back through `call_soon_threadsafe`, so every
+listener registered here is called in the event loop, except fragment listeners (see
+`add_fragment_listener`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+import logging
+from pathlib import Path
+
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.event import async_track_time_interval
+from homeassistant.util import dt as dt_util
+
+from ..const import DOMAIN
+from ..models import CameraConfig, HubOptions
+from .segmenter import (
+    DEFAULT_FRAGMENT_SECONDS,
+    DEFAULT_SEGMENT_SECONDS,
+    PAUSE_STORAGE_FULL,
+    PAUSE_WRITE_ERROR,
+    FragmentInfo,
+    PacketSource,
+    Segmenter,
+    SegmenterState,
+)
+from .storage import (
+    DiskUsage,
+    DiskUsageFn,
+    RetentionPolicy,
+    RetentionResult,
+    Segment,
+    SegmentIndex,
+    StorageLayout,
+    apply_retention,
+    disk_usage,
+    recover_parts,
+    resolve_inside,
+    scan_storage,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+ISSUE_STORAGE_FULL = "storage_full"
+DEFAULT_RETENTION_INTERVAL = timedelta(minutes=1)
+_GB = 1_000_000_000  # the options speak of GB, as disks are sold
+# Recording resumes only once the free space is this much above the floor, so that a disk at
+# the edge does not flip between paused and recording at every retention run.
+_RESUME_MARGIN_MAX = 256 * 1024 * 1024
+_RESUME_MARGIN_SHARE = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatus:
+    """What the hub's storage sensors show."""
+
+    path: Path
+    used_bytes: int  # by recordings: finished segments plus the ones being written
+    free_bytes: int | None  # on the file system (None before the first check)
+    total_bytes: int | None
+    min_free_bytes: int
+    oldest_recording: datetime | None
+    segments: int
+    storage_full: bool  # recording is paused for lack of space
+    last_check: datetime | None  # when retention last ran
+
+
+def _format_gb(size: int) -> str:
+    return f"{size / _GB:.1f} GB"
+
+
+class RecorderManager:
+    """Records the cameras of one LightNVR hub and keeps their storage in bounds."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        options: HubOptions,
+        *,
+        segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+        fragment_seconds: float = DEFAULT_FRAGMENT_SECONDS,
+        max_size_gb: float | None = None,
+        retention_interval: timedelta = DEFAULT_RETENTION_INTERVAL,
+        usage_fn: DiskUsageFn = disk_usage,
+        tz: tzinfo | None = None,
+    ) -> None:
+        """Prepare a manager; nothing is touched on disk before `async_start`.
+
+        `usage_fn` is the one place free space is measured (tests inject a full disk there);
+        `tz` defaults to Home Assistant's time zone (day folders and file names are local).
+        """
+        self._hass = hass
+        self._options = options
+        self._segment_seconds = segment_seconds
+        self._fragment_seconds = fragment_seconds
+        self._max_size_bytes = int(max_size_gb * _GB) if max_size_gb else None
+        self._retention_interval = retention_interval
+        self._usage_fn = usage_fn
+        self.layout = StorageLayout(options.storage_path, tz or dt_util.get_default_time_zone())
+        self.index = SegmentIndex()
+
+        self._segmenters: dict[str, Segmenter] = {}
+        self._camera_days: dict[str, float] = {}
+        self._started = False
+        self._cancel_timer: CALLBACK_TYPE | None = None
+        self._retention_lock = asyncio.Lock()
+        self._retention_pending = False
+        self._notify_pending = False
+
+        self._listeners: list[Callable[[], None]] = []
+        self._segment_listeners: list[Callable[[Segment], None]] = []
+        self._fragment_listeners: list[Callable[[FragmentInfo], None]] = []
+
+        self._usage: DiskUsage | None = None
+        self._last_check: datetime | None = None
+        self._storage_full = False
+
+    # ----- lifecycle ------------------------------------------------------------------------------
+
+    async def async_start(self) -> None:
+        """Recover files left by a crash, index the storage, start retention and recording."""
+        recovered = await self._hass.async_add_executor_job(self._load)
+        if recovered:
+            _LOGGER.info("Recovered %d recording(s) left unfinished by a crash", recovered)
+        self._started = True
+        await self.async_run_retention()
+        self._cancel_timer = async_track_time_interval(
+            self._hass,
+            self._async_retention_tick,
+            self._retention_interval,
+            name="LightNVR recording retention",
+            cancel_on_shutdown=True,
+        )
+        for segmenter in self._segmenters.values():
+            segmenter.start()
+
+    def _load(self) -> int:
+        """Scan the storage root and recover leftover part files (blocking)."""
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        found = scan_storage(self.layout)
+        for segment in found.segments:
+            self.index.add(segment)
+        return len(recover_parts(self.layout, found.parts, self.index))
+
+    async def async_stop(self) -> None:
+        """Finish every segment being written and join every thread."""
+        self._started = False
+        if self._cancel_timer is not None:
+            self._cancel_timer()
+            self._cancel_timer = None
+        segmenters = list(self._segmenters.values())
+        self._segmenters.clear()
+        await asyncio.gather(
+            *(self._hass.async_add_executor_job(segmenter.stop) for segmenter in segmenters)
+        )
+        async with self._retention_lock:  # let a running retention pass end
+            pass
+        ir.async_delete_issue(self._hass, DOMAIN, ISSUE_STORAGE_FULL)
+
+    # ----- cameras --------------------------------------------------------------------------------
+
+    async def async_add_camera(
+        self,
+        camera: CameraConfig,
+        hub: PacketSource,
+        *,
+        retention_days: float | None = None,
+    ) -> None:
+        """Record a camera from its hub (recording starts if `camera.record` is set).
+
+        `retention_days` overrides the hub's retention for this camera.
+        """
+        camera_id = camera.camera_id
+        if camera_id in self._segmenters:
+            await self.async_remove_camera(camera_id)
+        self.layout.camera_dir(camera_id)  # refuses an id that is no safe folder name
+        if retention_days is not None:
+            self._camera_days[camera_id] = retention_days
+        segmenter = Segmenter(
+            camera_id,
+            hub,
+            self.layout,
+            segment_seconds=self._segment_seconds,
+            fragment_seconds=self._fragment_seconds,
+            enabled=camera.record,
+            on_segment=self._on_segment,
+            on_fragment=self._on_fragment,
+            on_state=self._on_state,
+        )
+        if self._storage_full:
+            segmenter.pause(PAUSE_STORAGE_FULL)
+        self._segmenters[camera_id] = segmenter
+        if self._started:
+            segmenter.start()
+        self._async_notify()
+
+    async def async_remove_camera(self, camera_id: str) -> None:
+        """Stop recording a camera (its files stay, and retention keeps applying to them)."""
+        segmenter = self._segmenters.pop(camera_id, None)
+        if segmenter is not None:
+            await self._hass.async_add_executor_job(segmenter.stop)
+            self._async_notify()
+
+    @callback
+    def set_recording(self, camera_id: str, on: bool) -> None:
+        """Turn a camera's recording on or off (its `switch.<camera>_recording`)."""
+        segmenter = self._segmenters.get(camera_id)
+        if segmenter is None:
+            raise KeyError(camera_id)
+        segmenter.set_enabled(on)
+
+    @callback
+    def set_retention_days(self, camera_id: str, days: float | None) -> None:
+        """Override (or with None, stop overriding) a camera's retention in days."""
+        if days is None:
+            self._camera_days.pop(camera_id, None)
+        else:
+            self._camera_days[camera_id] = days
+
+    @property
+    def camera_ids(self) -> list[str]:
+        """Return the cameras being recorded (or ready to be)."""
+        return list(self._segmenters)
+
+    # ----- state for entities ---------------------------------------------------------------------
+
+    def camera_state(self, camera_id: str) -> SegmenterState | None:
+        """Return a camera's recorder state (recording, paused and why, counters)."""
+        segmenter = self._segmenters.get(camera_id)
+        return segmenter.state() if segmenter is not None else None
+
+    def is_recording_enabled(self, camera_id: str) -> bool:
+        """Return the switch state of a camera."""
+        segmenter = self._segmenters.get(camera_id)
+        return segmenter is not None and segmenter.enabled
+
+    def last_segment_time(self, camera_id: str) -> datetime | None:
+        """Return when the newest finished segment of a camera ends."""
+        segmenter = self._segmenters.get(camera_id)
+        end = segmenter.state().last_segment_end if segmenter is not None else None
+        if end is None:
+            newest = self.index.newest(camera_id)
+            end = newest.end if newest is not None else None
+        return datetime.fromtimestamp(end, UTC) if end is not None else None
+
+    def oldest_recording(self) -> datetime | None:
+        """Return the start of the oldest recording kept."""
+        oldest = self.index.oldest()
+        return oldest.start_time if oldest is not None else None
+
+    @property
+    def storage_full(self) -> bool:
+        """Return True while recording is paused for lack of space."""
+        return self._storage_full
+
+    def storage_status(self) -> StorageStatus:
+        """Return the numbers behind the hub's storage sensors."""
+        writing = sum(segmenter.state().bytes_written for segmenter in self._segmenters.values())
+        usage = self._usage
+        return StorageStatus(
+            path=self.layout.root,
+            used_bytes=self.index.total_size() + writing,
+            free_bytes=usage.free if usage is not None else None,
+            total_bytes=usage.total if usage is not None else None,
+            min_free_bytes=self._min_free_bytes,
+            oldest_recording=self.oldest_recording(),
+            segments=len(self.index),
+            storage_full=self._storage_full,
+            last_check=self._last_check,
+        )
+
+    def resolve(self, relative: str) -> Path:
+        """Return the real path of a recording from a relative path (raises UnsafePathError)."""
+        return resolve_inside(self.layout.root, relative)
+
+    # ----- listeners ------------------------------------------------------------------------------
+
+    @callback
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` in the event loop on any state change; return a remover."""
+        return _add(self._listeners, listener)
+
+    @callback
+    def add_segment_listener(self, listener: Callable[[Segment], None]) -> Callable[[], None]:
+        """Call `listener(segment)` in the event loop for every finished segment."""
+        return _add(self._segment_listeners, listener)
+
+    def add_fragment_listener(self, listener: Callable[[FragmentInfo], None]) -> Callable[[], None]:
+        """Call `listener(fragment)` for every fragment flushed to disk, in the RECORDER thread.
+
+        It runs on the packet path of that camera: it must return at once (e.g. store the
+        info, or hand it to the loop with `hass.loop.call_soon_threadsafe`).
+        """
+        return _add(self._fragment_listeners, listener)
+
+    def _on_segment(self, segment: Segment) -> None:
+        """Handle a finished segment (recorder thread): index it, tell the loop."""
+        self.index.add(segment)
+        self._call_in_loop(self._async_segment_finished, segment)
+
+    def _on_fragment(self, fragment: FragmentInfo) -> None:
+        for listener in list(self._fragment_listeners):
+            try:
+                listener(fragment)
+            except Exception:
+                _LOGGER.exception("Error in a fragment listener")
+
+    def _on_state(self) -> None:
+        """Handle a segmenter state change (any thread)."""
+        if self._notify_pending:
+            return
+        self._notify_pending = True
+        self._call_in_loop(self._async_state_changed)
+
+    def _call_in_loop(self, func: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed: HA is gone, nobody listens
+            self._hass.loop.call_soon_threadsafe(func, *args)
+
+    @callback
+    def _async_segment_finished(self, segment: Segment) -> None:
+        for listener in list(self._segment_listeners):
+            try:
+                listener(segment)
+            except Exception:
+                _LOGGER.exception("Error in a segment listener")
+        self._async_notify()
+
+    @callback
+    def _async_state_changed(self) -> None:
+        self._notify_pending = False
+        if self._started and any(
+            segmenter.state().pause_reason == PAUSE_WRITE_ERROR
+            for segmenter in self._segmenters.values()
+        ):
+            # A write failed (most likely the disk filled up between two runs): make room now.
+            self._hass.async_create_task(self.async_run_retention(), eager_start=False)
+        self._async_notify()
+
+    @callback
+    def _async_notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                _LOGGER.exception("Error in a recorder listener")
+
+    # ----- retention ------------------------------------------------------------------------------
+
+    @property
+    def _min_free_bytes(self) -> int:
+        return int(self._options.min_free_gb * _GB)
+
+    def _policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            retention_days=self._options.retention_days,
+            min_free_bytes=self._min_free_bytes,
+            max_size_bytes=self._max_size_bytes,
+            camera_days=dict(self._camera_days),
+        )
+
+    async def _async_retention_tick(self, _now: datetime) -> None:
+        await self.async_run_retention()
+
+    async def async_run_retention(self) -> RetentionResult | None:
+        """Apply retention now (off the loop); None if a run is already going on."""
+        if self._retention_lock.locked():
+            return None
+        async with self._retention_lock:
+            policy = self._policy()
+            segmenters = list(self._segmenters.values())
+
+            def active() -> list[Path]:
+                return [path for s in segmenters if (path := s.active_path) is not None]
+
+            def run() -> RetentionResult:
+                return apply_retention(
+                    self.layout, self.index, policy, active=active(), usage_fn=self._usage_fn
+                )
+
+            result = await self._hass.async_add_executor_job(run)
+        self._usage = result.usage
+        self._last_check = dt_util.utcnow()
+        if result.deleted:
+            _LOGGER.debug(
+                "Retention deleted %d segment(s) (%s)",
+                len(result.deleted),
+                _format_gb(result.freed_bytes),
+            )
+        self._apply_storage_state(result, policy.min_free_bytes)
+        self._async_notify()
+        return result
+
+    @callback
+    def _apply_storage_state(self, result: RetentionResult, min_free: int) -> None:
+        free = result.usage.free
+        margin = min(_RESUME_MARGIN_MAX, int(min_free * _RESUME_MARGIN_SHARE))
+        if result.storage_full and not self._storage_full:
+            self._storage_full = True
+            _LOGGER.warning(
+                "Recording paused: %s free on the disk of %s, less than the %s to keep free, "
+                "and no recording left to delete",
+                _format_gb(free),
+                self.layout.root,
+                _format_gb(min_free),
+            )
+            for segmenter in self._segmenters.values():
+                segmenter.pause(PAUSE_STORAGE_FULL)
+            ir.async_create_issue(
+                self._hass,
+                DOMAIN,
+                ISSUE_STORAGE_FULL,
+                is_fixable=False,
+                is_persistent=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key=ISSUE_STORAGE_FULL,
+                translation_placeholders={
+                    "path": str(self.layout.root),
+                    "free": _format_gb(free),
+                    "minimum": _format_gb(min_free),
+                },
+            )
+        elif self._storage_full and free >= min_free + margin:
+            self._storage_full = False
+            _LOGGER.info("Recording resumed: %s free on the disk", _format_gb(free))
+            for segmenter in self._segmenters.values():
+                segmenter.resume(PAUSE_STORAGE_FULL)
+            ir.async_delete_issue(self._hass, DOMAIN, ISSUE_STORAGE_FULL)
+
+
+def _add[T](listeners: list[T], listener: T) -> Callable[[], None]:
+    listeners.append(listener)
+
+    def _remove() -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return _remove

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+import threading
 
 from homeassistant.const import STATE_OFF, STATE_ON
 from homeassistant.core import HomeAssistant, State
@@ -116,3 +117,19 @@ def _current(entry: MockConfigEntry) -> list[Path]:
         for camera_id in recorder.camera_ids
         if (state := recorder.camera_state(camera_id)) and state.current_path
     ]
+
+
+async def test_home_assistant_stop_finishes_the_file(
+    hass: HomeAssistant, rtsp_camera: RtspServer, tmp_path: Path
+) -> None:
+    """HA stops (entries are not unloaded then): the segment being written is finished."""
+    entry = _entry(rtsp_camera, tmp_path, segment_seconds=60)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    camera_id = next(iter(entry.subentries))
+    recorder = entry.runtime_data.recorder
+    await _until(lambda: (recorder.camera_state(camera_id).bytes_written or 0) > 0)
+    await hass.async_stop()
+    assert list((tmp_path / "rec").rglob("*.mp4"))
+    assert not list((tmp_path / "rec").rglob("*.part"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("lightnvr-")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant
 from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.typing import ConfigType
@@ -60,6 +60,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         raise
     entry.runtime_data = runtime
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
+
+    async def _async_on_hass_stop(_event: Event) -> None:
+        # HA does not unload entries when it stops: finish the files being written and close
+        # the camera connections now, or a clean stop would look like a crash next time.
+        await runtime.async_stop()
+
+    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_on_hass_stop))
     _LOGGER.debug(
         "LightNVR started with the %s engine and %d camera(s)", engine.name, len(runtime.cameras)
     )

@@ -40,6 +40,7 @@ class LightNvrRuntime:
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     # One per entity platform: creates that platform's entities for a camera.
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
+    stopped: bool = False
 
     async def async_add_camera(self, camera: CameraConfig) -> None:
         """Start a camera and its recorder, and create its entities on every loaded platform."""
@@ -58,7 +59,10 @@ class LightNvrRuntime:
         await self.engine.async_remove_camera(camera_id)
 
     async def async_stop(self) -> None:
-        """Stop recording first (it subscribes to the hubs), then the engine."""
+        """Stop recording first (it subscribes to the hubs), then the engine. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.recorder.async_stop()
         await self.engine.async_stop()
 

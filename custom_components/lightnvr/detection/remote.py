@@ -1,0 +1,331 @@
+"""Remote object detection over the DeepStack / CodeProject.AI HTTP API.
+
+`POST {url}/v1/vision/detection` with a multipart form: `image` (JPEG), `min_confidence` and,
+when set, `api_key`. The answer::
+
+    {"success": true, "predictions": [
+        {"label": "person", "confidence": 0.91, "x_min": 10, "y_min": 20, "x_max": 90, "y_max": 200}
+    ]}
+
+DeepStack and CodeProject.AI give the box in pixels of the image sent; other compatible servers
+give it normalised to 0..1. The whole answer is judged at once: when every coordinate lies within
+0..1 it is taken as normalised (a pixel box inside the top-left pixel means nothing), otherwise as
+pixels and divided by the size of the JPEG we sent. Everything leaves here as relative `Box`es.
+
+Failures never raise out of `async_detect`: it answers None, and the client backs off
+exponentially (nothing is sent until the back-off has passed, so a dead server costs nothing).
+A server that keeps failing for `down_after` seconds raises the `detection_server_down` repair
+issue (when given `hass`) and reports it through `on_status`; the first answer clears it.
+The API key is sent in the form only and never logged; URLs are logged without user info.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+import hashlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+
+from ..const import DOMAIN
+from ..source import redact_url
+from . import Box
+
+_LOGGER = logging.getLogger(__name__)
+
+API_PATH = "/v1/vision/detection"
+ISSUE_SERVER_DOWN = "detection_server_down"
+# Coordinates up to this much outside 0..1 still count as normalised (rounding by servers).
+_NORMALISED_SLACK = 0.01
+
+
+class RemoteError(Exception):
+    """The server answered, but not with detections (HTTP error, failure flag, bad JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDetection:
+    """One object found in a frame."""
+
+    label: str  # lower case, as the server names it ("person", "car", ...)
+    confidence: float  # 0..1
+    box: Box  # relative to the frame
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOptions:
+    """Where and how to ask for objects."""
+
+    url: str  # base URL (http://host:port) or the full detection endpoint
+    api_key: str | None = None
+    min_confidence: float = 0.6
+    labels: tuple[str, ...] = ()  # wanted labels; empty means every label
+    timeout: float = 10.0  # seconds per request
+    backoff_initial: float = 2.0  # seconds before the first retry after a failure
+    backoff_max: float = 60.0
+    down_after: float = 60.0  # failing this long (and at least twice) raises the repair issue
+
+
+def endpoint_url(url: str) -> str:
+    """Return the detection endpoint for a base URL (a full endpoint is kept as is)."""
+    url = url.strip()
+    if url.rstrip("/").endswith(API_PATH):
+        return url.rstrip("/")
+    return url.rstrip("/") + API_PATH
+
+
+def issue_id_for(url: str) -> str:
+    """Return the repair issue id for a server: one issue per server, whichever camera asks."""
+    digest = hashlib.sha256(redact_url(endpoint_url(url)).encode()).hexdigest()[:12]
+    return f"{ISSUE_SERVER_DOWN}_{digest}"
+
+
+def parse_predictions(
+    payload: Any, width: int, height: int, min_confidence: float, labels: tuple[str, ...]
+) -> list[ObjectDetection]:
+    """Turn an API answer into relative detections, best first; raise RemoteError if invalid."""
+    if not isinstance(payload, Mapping):
+        raise RemoteError("the answer is not a JSON object")
+    if payload.get("success") is False:
+        message = payload.get("error") or payload.get("message") or "the server reported failure"
+        raise RemoteError(str(message)[:200])
+    predictions = payload.get("predictions") or []
+    if not isinstance(predictions, list):
+        raise RemoteError("'predictions' is not a list")
+    raw: list[tuple[str, float, tuple[float, float, float, float]]] = []
+    for item in predictions:
+        try:
+            label = str(item["label"]).strip().lower()
+            confidence = float(item.get("confidence", 0.0))
+            coords = (
+                float(item["x_min"]),
+                float(item["y_min"]),
+                float(item["x_max"]),
+                float(item["y_max"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            _LOGGER.debug("Ignoring a malformed prediction: %r", item)
+            continue
+        if confidence > 1.0:  # a few servers answer in percent
+            confidence /= 100.0
+        raw.append((label, confidence, coords))
+    normalised = all(
+        -_NORMALISED_SLACK <= value <= 1.0 + _NORMALISED_SLACK
+        for _, _, coords in raw
+        for value in coords
+    )
+    scale_x = 1.0 if normalised else float(max(width, 1))
+    scale_y = 1.0 if normalised else float(max(height, 1))
+    wanted = {label.strip().lower() for label in labels if label.strip()}
+    found = [
+        ObjectDetection(
+            label,
+            confidence,
+            Box.clamped(x0 / scale_x, y0 / scale_y, x1 / scale_x, y1 / scale_y),
+        )
+        for label, confidence, (x0, y0, x1, y1) in raw
+        if confidence >= min_confidence and (not wanted or label in wanted)
+    ]
+    found.sort(key=lambda detection: detection.confidence, reverse=True)
+    return found
+
+
+class RemoteDetector:
+    """Client for one detection server, with back-off and the server-down repair issue.
+
+    Use it from the event loop only (the issue registry and the state are not thread-safe).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        options: RemoteOptions,
+        *,
+        hass: HomeAssistant | None = None,
+        on_status: Callable[[bool, str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create a client; `on_status(down, detail)` is called when "down" changes."""
+        self._session = session
+        self.options = options
+        self._hass = hass
+        self._on_status = on_status
+        self._clock = clock
+        self.endpoint = endpoint_url(options.url)
+        self.redacted_url = redact_url(self.endpoint)
+        self.issue_id = issue_id_for(options.url)
+
+        self._failing_since: float | None = None
+        self._streak = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._down = False
+        self.last_error: str | None = None
+        self.requests = 0
+        self.failures = 0
+        self.skipped = 0
+
+    # ----- state --------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Return True when a request may be sent now (not backing off)."""
+        return self._clock() >= self._retry_at
+
+    @property
+    def retry_in(self) -> float:
+        """Return the seconds left before the next request may be sent."""
+        return max(0.0, self._retry_at - self._clock())
+
+    @property
+    def available(self) -> bool:
+        """Return True unless the last request failed."""
+        return self._streak == 0
+
+    @property
+    def down(self) -> bool:
+        """Return True while the server counts as down (repair issue raised)."""
+        return self._down
+
+    # ----- requests -----------------------------------------------------------------------------
+
+    async def async_detect(
+        self, jpeg: bytes, width: int, height: int
+    ) -> list[ObjectDetection] | None:
+        """Ask for objects in a JPEG of `width`x`height`; None when backing off or failed."""
+        if not self.ready:
+            self.skipped += 1
+            return None
+        self.requests += 1
+        try:
+            payload = await self._post(jpeg)
+            detections = parse_predictions(
+                payload, width, height, self.options.min_confidence, self.options.labels
+            )
+        except TimeoutError:
+            self._failed(f"no answer within {self.options.timeout:g} s")
+            return None
+        except aiohttp.ClientError as err:
+            self._failed(_describe(err))
+            return None
+        except RemoteError as err:
+            self._failed(str(err))
+            return None
+        except Exception as err:  # a bad server must never break detection
+            _LOGGER.debug("Unexpected error from %s", self.redacted_url, exc_info=True)
+            self._failed(f"unexpected error: {type(err).__name__}")
+            return None
+        self._succeeded()
+        return detections
+
+    async def _post(self, jpeg: bytes) -> Any:
+        form = aiohttp.FormData()
+        form.add_field("image", jpeg, filename="image.jpg", content_type="image/jpeg")
+        form.add_field("min_confidence", f"{self.options.min_confidence:g}")
+        if self.options.api_key:
+            form.add_field("api_key", self.options.api_key)
+        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        async with self._session.post(self.endpoint, data=form, timeout=timeout) as response:
+            if response.status in (401, 403):
+                raise RemoteError(f"access denied (HTTP {response.status}); check the API key")
+            if response.status >= 400:
+                raise RemoteError(f"HTTP {response.status} {response.reason or ''}".strip())
+            try:
+                return await response.json(content_type=None)
+            except ValueError as err:
+                raise RemoteError("the answer is not JSON") from err
+
+    def _failed(self, detail: str) -> None:
+        now = self._clock()
+        self.failures += 1
+        self._streak += 1
+        self.last_error = detail
+        opts = self.options
+        if self._failing_since is None:
+            self._failing_since = now
+            self._backoff = opts.backoff_initial
+            _LOGGER.warning(
+                "Object detection server %s failed (%s); retrying with back-off",
+                self.redacted_url,
+                detail,
+            )
+        else:
+            self._backoff = min(max(self._backoff * 2, opts.backoff_initial), opts.backoff_max)
+            _LOGGER.debug("Object detection server %s failed again: %s", self.redacted_url, detail)
+        self._retry_at = now + self._backoff
+        if self._streak >= 2 and now - self._failing_since >= opts.down_after:
+            # Re-created on every failure while down so the detail stays current.
+            self._raise_issue(detail)
+            if not self._down:
+                self._down = True
+                _LOGGER.warning(
+                    "Object detection server %s is down (%s); motion detection continues",
+                    self.redacted_url,
+                    detail,
+                )
+                self._notify(True, detail)
+
+    def _succeeded(self) -> None:
+        if self._failing_since is not None:
+            _LOGGER.info("Object detection server %s answers again", self.redacted_url)
+        self._failing_since = None
+        self._streak = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self.last_error = None
+        if self._down:
+            self._down = False
+            self._delete_issue()
+            self._notify(False, None)
+
+    def _notify(self, down: bool, detail: str | None) -> None:
+        if self._on_status is None:
+            return
+        try:
+            self._on_status(down, detail)
+        except Exception:
+            _LOGGER.exception("Error in the detection server status listener")
+
+    # ----- repair issue -------------------------------------------------------------------------
+
+    def _raise_issue(self, detail: str) -> None:
+        if self._hass is None:
+            return
+        ir.async_create_issue(
+            self._hass,
+            DOMAIN,
+            self.issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_SERVER_DOWN,
+            translation_placeholders={"url": self.redacted_url, "detail": detail},
+        )
+
+    def _delete_issue(self) -> None:
+        if self._hass is not None:
+            ir.async_delete_issue(self._hass, DOMAIN, self.issue_id)
+
+    def async_shutdown(self) -> None:
+        """Forget the down state and remove the repair issue (detection stopped or reconfigured).
+
+        A server that is still down raises it again after `down_after` once detection runs again.
+        """
+        if self._down:
+            self._down = False
+            self._delete_issue()
+
+
+def _describe(err: aiohttp.ClientError) -> str:
+    """Return a short reason without URLs (they could carry user info)."""
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return f"cannot connect ({err.os_error.strerror or type(err.os_error).__name__})"
+    if isinstance(err, aiohttp.ClientResponseError):
+        return f"HTTP {err.status}"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return type(err).__name__

@@ -64,6 +64,11 @@ async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_pat
         CONF_MIN_FREE_GB: 5.0,
         "max_storage_gb": 0.0,
         "segment_seconds": 60,
+        "object_labels": ["person"],
+        "object_min_confidence": 0.6,
+        "object_only_while_motion": True,
+        "event_clips": True,
+        "event_retention_days": 30,
     }
     assert storage.is_dir()
     await hass.async_block_till_done()
@@ -112,13 +117,42 @@ async def test_options_flow_changes_settings_and_reloads(
     )
     assert result["errors"] == {CONF_ENGINE: "engine_not_available"}
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], _hub_input(tmp_path / "b", engine=ENGINE_AUTO)
+        result["flow_id"],
+        {**_hub_input(tmp_path / "b"), "object_url": "ftp://detector", "object_api_key": "k1"},
+    )
+    assert result["errors"] == {"object_url": "invalid_object_url"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            **_hub_input(tmp_path / "b", engine=ENGINE_AUTO),
+            "object_url": "http://127.0.0.1:32168",
+            "object_api_key": "k1",
+            "object_labels": ["Person", "car", " "],
+        },
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    assert entry.runtime_data.options.storage_path == tmp_path / "b"
-    assert entry.runtime_data.options.retention_days == 14
+    options = entry.runtime_data.options
+    assert options.storage_path == tmp_path / "b"
+    assert options.retention_days == 14
+    assert options.object_labels == ("car", "person")
+    assert options.object_api_key == "k1"
+
+    # The API key is never shown again; submitting the form without it keeps it.
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    suggested = [
+        (key.description or {}).get("suggested_value")
+        for key in result["data_schema"].schema
+        if str(key) == "object_api_key"
+    ]
+    assert suggested == [None]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**_hub_input(tmp_path / "b"), "object_url": "http://127.0.0.1:32168"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert entry.runtime_data.options.object_api_key == "k1"
 
 
 # ----- camera subentries ----------------------------------------------------------------------
@@ -355,3 +389,28 @@ async def test_reconfigure_camera_keeps_password(
     assert updated.data[CONF_PASSWORD] == CAMERA_PASSWORD
     assert setup_camera.state is ConfigEntryState.LOADED
     assert setup_camera.runtime_data.cameras[subentry.subentry_id].name == "Back door"
+
+
+async def test_add_camera_invalid_zones(
+    hass: HomeAssistant, hub: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """Exclusion zones that are not four numbers from 0 to 1 are pointed out."""
+    for zones in ("0,0,2,1", "a,b,c,d", "0,0,1"):
+        result = await _camera_flow(
+            hass, hub, _camera_input(rtsp_camera.url("cam"), exclude_zones=zones)
+        )
+        assert result["errors"] == {"exclude_zones": "invalid_zones"}
+    result = await _camera_flow(
+        hass,
+        hub,
+        _camera_input(
+            rtsp_camera.url("cam"), detect_motion=True, exclude_zones="0,0,1,0.1; 0.8,0.8,1,1"
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    camera = next(iter(hub.runtime_data.cameras.values()))
+    assert len(camera.exclude_zones) == 2
+    assert camera.camera_id in hub.runtime_data.detection
+    assert hass.states.get("binary_sensor.porch_motion") is not None
+    assert hass.states.get("switch.porch_detection") is not None

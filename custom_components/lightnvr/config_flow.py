@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from homeassistant.config_entries import (
     ConfigEntry,
@@ -22,13 +23,25 @@ from homeassistant.helpers import selector
 import voluptuous as vol
 
 from .const import (
+    COMMON_OBJECT_LABELS,
     CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_MOTION,
     CONF_ENGINE,
+    CONF_EVENT_CLIPS,
+    CONF_EVENT_RETENTION_DAYS,
+    CONF_EXCLUDE_ZONES,
     CONF_GO2RTC_BINARY,
     CONF_GO2RTC_URL,
     CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
+    CONF_MOTION_MIN_AREA,
+    CONF_MOTION_OFF_DELAY,
+    CONF_MOTION_SENSITIVITY,
+    CONF_OBJECT_API_KEY,
+    CONF_OBJECT_LABELS,
+    CONF_OBJECT_MIN_CONFIDENCE,
+    CONF_OBJECT_ONLY_WHILE_MOTION,
+    CONF_OBJECT_URL,
     CONF_RECORD,
     CONF_RETENTION_DAYS,
     CONF_SEGMENT_SECONDS,
@@ -36,8 +49,14 @@ from .const import (
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
     DEFAULT_ENGINE,
+    DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
     DEFAULT_MIN_FREE_GB,
+    DEFAULT_MOTION_MIN_AREA,
+    DEFAULT_MOTION_OFF_DELAY,
+    DEFAULT_MOTION_SENSITIVITY,
+    DEFAULT_OBJECT_LABELS,
+    DEFAULT_OBJECT_MIN_CONFIDENCE,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SEGMENT_SECONDS,
     DEFAULT_STORAGE_DIR,
@@ -48,6 +67,7 @@ from .const import (
     PROBE_TIMEOUT,
     SUBENTRY_CAMERA,
 )
+from .models import parse_zones
 from .source import (
     REASON_CANNOT_CONNECT,
     CameraSource,
@@ -146,6 +166,39 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
                 CONF_SEGMENT_SECONDS,
                 default=defaults.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS),
             ): _box(10, 600, 1, "s"),
+            vol.Optional(
+                CONF_OBJECT_URL, description={"suggested_value": defaults.get(CONF_OBJECT_URL)}
+            ): selector.TextSelector(
+                selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
+            ),
+            vol.Optional(CONF_OBJECT_API_KEY): selector.TextSelector(
+                selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
+            ),
+            vol.Required(
+                CONF_OBJECT_LABELS,
+                default=list(defaults.get(CONF_OBJECT_LABELS, DEFAULT_OBJECT_LABELS)),
+            ): selector.SelectSelector(
+                selector.SelectSelectorConfig(
+                    options=list(COMMON_OBJECT_LABELS), multiple=True, custom_value=True
+                )
+            ),
+            vol.Required(
+                CONF_OBJECT_MIN_CONFIDENCE,
+                default=defaults.get(CONF_OBJECT_MIN_CONFIDENCE, DEFAULT_OBJECT_MIN_CONFIDENCE),
+            ): selector.NumberSelector(
+                selector.NumberSelectorConfig(
+                    min=0.1, max=1.0, step=0.05, mode=selector.NumberSelectorMode.SLIDER
+                )
+            ),
+            vol.Required(
+                CONF_OBJECT_ONLY_WHILE_MOTION,
+                default=defaults.get(CONF_OBJECT_ONLY_WHILE_MOTION, True),
+            ): bool,
+            vol.Required(CONF_EVENT_CLIPS, default=defaults.get(CONF_EVENT_CLIPS, True)): bool,
+            vol.Required(
+                CONF_EVENT_RETENTION_DAYS,
+                default=defaults.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS),
+            ): _box(1, 3650, 1, "d"),
         }
     )
 
@@ -158,6 +211,15 @@ async def _validate_hub(hass: HomeAssistant, user_input: dict[str, Any]) -> dict
         await hass.async_add_executor_job(_check_storage, user_input[CONF_STORAGE_PATH])
     except (OSError, ValueError):
         errors[CONF_STORAGE_PATH] = "storage_not_writable"
+    if object_url := (user_input.get(CONF_OBJECT_URL) or "").strip():
+        try:
+            parts = urlsplit(object_url)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            errors[CONF_OBJECT_URL] = "invalid_object_url"
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                errors[CONF_OBJECT_URL] = "invalid_object_url"
     return errors
 
 
@@ -167,7 +229,18 @@ def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
     data[CONF_MIN_FREE_GB] = float(data[CONF_MIN_FREE_GB])
     data[CONF_MAX_STORAGE_GB] = float(data.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB))
     data[CONF_SEGMENT_SECONDS] = int(data.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS))
-    for key in (CONF_GO2RTC_BINARY, CONF_GO2RTC_URL):
+    data[CONF_OBJECT_LABELS] = sorted(
+        {label.strip().lower() for label in data.get(CONF_OBJECT_LABELS, []) if label.strip()}
+    )
+    data[CONF_OBJECT_MIN_CONFIDENCE] = float(
+        data.get(CONF_OBJECT_MIN_CONFIDENCE, DEFAULT_OBJECT_MIN_CONFIDENCE)
+    )
+    data[CONF_EVENT_RETENTION_DAYS] = int(
+        data.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS)
+    )
+    if data.get(CONF_OBJECT_URL):
+        data[CONF_OBJECT_URL] = data[CONF_OBJECT_URL].strip()
+    for key in (CONF_GO2RTC_BINARY, CONF_GO2RTC_URL, CONF_OBJECT_URL, CONF_OBJECT_API_KEY):
         if not data.get(key):
             data.pop(key, None)
     return data
@@ -227,8 +300,12 @@ class LightNvrOptionsFlow(OptionsFlow):
             CONF_MIN_FREE_GB: current.get(CONF_MIN_FREE_GB, DEFAULT_MIN_FREE_GB),
             CONF_MAX_STORAGE_GB: current.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB),
             CONF_SEGMENT_SECONDS: current.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS),
+            **{k: v for k, v in current.items() if k != CONF_OBJECT_API_KEY},
         }
         if user_input is not None:
+            if not user_input.get(CONF_OBJECT_API_KEY) and current.get(CONF_OBJECT_API_KEY):
+                # Never echoed back in the form: left empty means "keep the stored key".
+                user_input = {**user_input, CONF_OBJECT_API_KEY: current[CONF_OBJECT_API_KEY]}
             errors = await _validate_hub(self.hass, user_input)
             if not errors:
                 return self.async_create_entry(data=_clean_hub_input(user_input))
@@ -256,6 +333,25 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
             vol.Optional(
                 CONF_CAMERA_RETENTION_DAYS, description=suggested(CONF_CAMERA_RETENTION_DAYS)
             ): _box(1, 3650, 1, "d"),
+            vol.Required(
+                CONF_MOTION_SENSITIVITY,
+                default=defaults.get(CONF_MOTION_SENSITIVITY, DEFAULT_MOTION_SENSITIVITY),
+            ): selector.NumberSelector(
+                selector.NumberSelectorConfig(
+                    min=1, max=100, step=1, mode=selector.NumberSelectorMode.SLIDER
+                )
+            ),
+            vol.Required(
+                CONF_MOTION_MIN_AREA,
+                default=defaults.get(CONF_MOTION_MIN_AREA, DEFAULT_MOTION_MIN_AREA),
+            ): _box(0.01, 50, 0.01, "%"),
+            vol.Required(
+                CONF_MOTION_OFF_DELAY,
+                default=defaults.get(CONF_MOTION_OFF_DELAY, DEFAULT_MOTION_OFF_DELAY),
+            ): _box(0, 3600, 1, "s"),
+            vol.Optional(
+                CONF_EXCLUDE_ZONES, description=suggested(CONF_EXCLUDE_ZONES)
+            ): selector.TextSelector(selector.TextSelectorConfig(multiline=True)),
         }
     )
 
@@ -325,6 +421,11 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             except SourceError as err:
                 return {}, {CONF_SUBSTREAM_URL: err.reason}, err.detail
 
+        try:
+            parse_zones(user_input.get(CONF_EXCLUDE_ZONES))
+        except ValueError as err:
+            return {}, {CONF_EXCLUDE_ZONES: "invalid_zones"}, str(err)
+
         wanted = normalized_url(url)
         for subentry in entry.subentries.values():
             if subentry.subentry_id == editing or subentry.subentry_type != SUBENTRY_CAMERA:
@@ -352,6 +453,17 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             data[CONF_SUBSTREAM_URL] = substream
         if user_input.get(CONF_CAMERA_RETENTION_DAYS):
             data[CONF_CAMERA_RETENTION_DAYS] = int(user_input[CONF_CAMERA_RETENTION_DAYS])
+        data[CONF_MOTION_SENSITIVITY] = int(
+            user_input.get(CONF_MOTION_SENSITIVITY, DEFAULT_MOTION_SENSITIVITY)
+        )
+        data[CONF_MOTION_MIN_AREA] = float(
+            user_input.get(CONF_MOTION_MIN_AREA, DEFAULT_MOTION_MIN_AREA)
+        )
+        data[CONF_MOTION_OFF_DELAY] = float(
+            user_input.get(CONF_MOTION_OFF_DELAY, DEFAULT_MOTION_OFF_DELAY)
+        )
+        if zones := (user_input.get(CONF_EXCLUDE_ZONES) or "").strip():
+            data[CONF_EXCLUDE_ZONES] = zones
         if username:
             data[CONF_USERNAME] = username
         if password:

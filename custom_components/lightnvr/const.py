@@ -30,6 +30,24 @@ DEFAULT_MIN_FREE_GB: Final = 2.0
 DEFAULT_MAX_STORAGE_GB: Final = 0.0  # no cap: age and free space rule
 DEFAULT_SEGMENT_SECONDS: Final = 60
 
+# Object detection (hub options) and event clips.
+CONF_OBJECT_URL: Final = "object_url"
+CONF_OBJECT_API_KEY: Final = "object_api_key"
+CONF_OBJECT_LABELS: Final = "object_labels"
+CONF_OBJECT_MIN_CONFIDENCE: Final = "object_min_confidence"
+CONF_OBJECT_ONLY_WHILE_MOTION: Final = "object_only_while_motion"
+CONF_EVENT_CLIPS: Final = "event_clips"
+CONF_EVENT_RETENTION_DAYS: Final = "event_retention_days"
+DEFAULT_OBJECT_LABELS: Final = ("person",)
+COMMON_OBJECT_LABELS: Final = (
+    "person", "car", "truck", "bicycle", "motorcycle", "bus", "dog", "cat", "bird", "horse",
+)  # fmt: skip
+DEFAULT_OBJECT_MIN_CONFIDENCE: Final = 0.6
+DEFAULT_EVENT_RETENTION_DAYS: Final = 30
+
+EVENT_DETECTION: Final = "lightnvr_detection"
+LABEL_MOTION: Final = "motion"
+
 # Camera subentries.
 SUBENTRY_CAMERA: Final = "camera"
 CONF_STREAM_URL: Final = "stream_url"
@@ -37,6 +55,13 @@ CONF_SUBSTREAM_URL: Final = "substream_url"
 CONF_RECORD: Final = "record"
 CONF_DETECT_MOTION: Final = "detect_motion"
 CONF_CAMERA_RETENTION_DAYS: Final = "retention_days"  # per-camera override of the hub's days
+CONF_MOTION_SENSITIVITY: Final = "motion_sensitivity"
+CONF_MOTION_MIN_AREA: Final = "motion_min_area"  # percent of the picture
+CONF_MOTION_OFF_DELAY: Final = "motion_off_delay"
+CONF_EXCLUDE_ZONES: Final = "exclude_zones"
+DEFAULT_MOTION_SENSITIVITY: Final = 50
+DEFAULT_MOTION_MIN_AREA: Final = 0.5
+DEFAULT_MOTION_OFF_DELAY: Final = 5
 
 # Source probing (config flow) limits, in seconds.
 PROBE_TIMEOUT: Final = 15.0

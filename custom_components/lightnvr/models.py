@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,21 @@ from .const import (
     CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_MOTION,
     CONF_ENGINE,
+    CONF_EVENT_CLIPS,
+    CONF_EVENT_RETENTION_DAYS,
+    CONF_EXCLUDE_ZONES,
     CONF_GO2RTC_BINARY,
     CONF_GO2RTC_URL,
     CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
+    CONF_MOTION_MIN_AREA,
+    CONF_MOTION_OFF_DELAY,
+    CONF_MOTION_SENSITIVITY,
+    CONF_OBJECT_API_KEY,
+    CONF_OBJECT_LABELS,
+    CONF_OBJECT_MIN_CONFIDENCE,
+    CONF_OBJECT_ONLY_WHILE_MOTION,
+    CONF_OBJECT_URL,
     CONF_RECORD,
     CONF_RETENTION_DAYS,
     CONF_SEGMENT_SECONDS,
@@ -24,11 +35,18 @@ from .const import (
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
     DEFAULT_ENGINE,
+    DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
     DEFAULT_MIN_FREE_GB,
+    DEFAULT_MOTION_MIN_AREA,
+    DEFAULT_MOTION_OFF_DELAY,
+    DEFAULT_MOTION_SENSITIVITY,
+    DEFAULT_OBJECT_LABELS,
+    DEFAULT_OBJECT_MIN_CONFIDENCE,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SEGMENT_SECONDS,
 )
+from .detection import Box
 from .source import CameraSource
 
 
@@ -43,6 +61,10 @@ class CameraConfig:
     record: bool
     detect_motion: bool
     retention_days: float | None = None  # overrides the hub's retention for this camera
+    motion_sensitivity: int = DEFAULT_MOTION_SENSITIVITY  # 1..100
+    motion_min_area: float = DEFAULT_MOTION_MIN_AREA  # percent of the picture
+    motion_off_delay: float = DEFAULT_MOTION_OFF_DELAY  # seconds
+    exclude_zones: tuple[Box, ...] = ()
 
     @classmethod
     def from_subentry(cls, subentry_id: str, data: Mapping[str, Any]) -> CameraConfig:
@@ -62,6 +84,10 @@ class CameraConfig:
                 if data.get(CONF_CAMERA_RETENTION_DAYS)
                 else None
             ),
+            motion_sensitivity=int(data.get(CONF_MOTION_SENSITIVITY, DEFAULT_MOTION_SENSITIVITY)),
+            motion_min_area=float(data.get(CONF_MOTION_MIN_AREA, DEFAULT_MOTION_MIN_AREA)),
+            motion_off_delay=float(data.get(CONF_MOTION_OFF_DELAY, DEFAULT_MOTION_OFF_DELAY)),
+            exclude_zones=parse_zones(data.get(CONF_EXCLUDE_ZONES)),
         )
 
 
@@ -77,6 +103,13 @@ class HubOptions:
     min_free_gb: float
     max_storage_gb: float = DEFAULT_MAX_STORAGE_GB  # 0: no cap
     segment_seconds: int = DEFAULT_SEGMENT_SECONDS
+    object_url: str | None = None  # DeepStack / CodeProject.AI compatible server
+    object_api_key: str | None = field(default=None, repr=False)
+    object_labels: tuple[str, ...] = DEFAULT_OBJECT_LABELS
+    object_min_confidence: float = DEFAULT_OBJECT_MIN_CONFIDENCE
+    object_only_while_motion: bool = True
+    event_clips: bool = True
+    event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
 
     @classmethod
     def from_entry(cls, data: Mapping[str, Any], options: Mapping[str, Any]) -> HubOptions:
@@ -91,4 +124,37 @@ class HubOptions:
             min_free_gb=float(merged.get(CONF_MIN_FREE_GB, DEFAULT_MIN_FREE_GB)),
             max_storage_gb=float(merged.get(CONF_MAX_STORAGE_GB, DEFAULT_MAX_STORAGE_GB)),
             segment_seconds=int(merged.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS)),
+            object_url=merged.get(CONF_OBJECT_URL) or None,
+            object_api_key=merged.get(CONF_OBJECT_API_KEY) or None,
+            object_labels=tuple(merged.get(CONF_OBJECT_LABELS, DEFAULT_OBJECT_LABELS)),
+            object_min_confidence=float(
+                merged.get(CONF_OBJECT_MIN_CONFIDENCE, DEFAULT_OBJECT_MIN_CONFIDENCE)
+            ),
+            object_only_while_motion=bool(merged.get(CONF_OBJECT_ONLY_WHILE_MOTION, True)),
+            event_clips=bool(merged.get(CONF_EVENT_CLIPS, True)),
+            event_retention_days=int(
+                merged.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS)
+            ),
         )
+
+
+def parse_zones(text: str | None) -> tuple[Box, ...]:
+    """Parse exclusion zones written as `x1,y1,x2,y2; …` in 0..1 of the picture.
+
+    Raises ValueError with a readable message on anything else.
+    """
+    zones: list[Box] = []
+    for part in (text or "").replace("\n", ";").split(";"):
+        if not part.strip():
+            continue
+        try:
+            values = [float(v) for v in part.split(",")]
+        except ValueError as err:
+            raise ValueError(f"not numbers: {part.strip()!r}") from err
+        if len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError(f"need four numbers from 0 to 1: {part.strip()!r}")
+        x1, y1, x2, y2 = values
+        if x1 == x2 or y1 == y2:
+            raise ValueError(f"empty zone: {part.strip()!r}")
+        zones.append(Box.clamped(x1, y1, x2, y2))
+    return tuple(zones)

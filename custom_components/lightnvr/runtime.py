@@ -11,7 +11,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .const import DOMAIN
+from .detection.events import DetectionEvents, DetectionHook
+from .detection.pipeline import DetectionOptions, DetectionPipeline
 from .engine.base import StreamEngine
+from .hub import StreamHub
 from .models import CameraConfig, HubOptions
 from .recorder.manager import RecorderManager
 
@@ -40,12 +43,67 @@ class LightNvrRuntime:
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     # One per entity platform: creates that platform's entities for a camera.
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
+    detection: dict[str, DetectionPipeline] = field(default_factory=dict)
+    substream_hubs: dict[str, StreamHub] = field(default_factory=dict)
+    detection_events: dict[str, DetectionEvents] = field(default_factory=dict)
+    # Told about detections starting and ending (event clips use it).
+    detection_hook: DetectionHook | None = None
     stopped: bool = False
+
+    def detection_options(self, camera: CameraConfig) -> DetectionOptions:
+        """Combine the hub's object settings with the camera's motion settings."""
+        return DetectionOptions(
+            sensitivity=camera.motion_sensitivity,
+            min_area=camera.motion_min_area / 100,
+            off_delay=camera.motion_off_delay,
+            exclude=camera.exclude_zones,
+            object_url=self.options.object_url,
+            api_key=self.options.object_api_key,
+            labels=self.options.object_labels,
+            min_confidence=self.options.object_min_confidence,
+            only_while_motion=self.options.object_only_while_motion,
+        )
+
+    @property
+    def object_labels(self) -> tuple[str, ...]:
+        """Return the labels that get a binary sensor (none without a detection server)."""
+        return self.options.object_labels if self.options.object_url else ()
+
+    async def _async_start_detection(self, camera: CameraConfig, hub: StreamHub) -> None:
+        """Run detection on the substream when there is one (its own single connection)."""
+        if camera.substream is not None:
+            hub = StreamHub(f"{camera.name} (substream)", camera.substream, self.hass.loop)
+            hub.start()
+            self.substream_hubs[camera.camera_id] = hub
+        pipeline = DetectionPipeline(
+            self.hass, camera.camera_id, hub, self.detection_options(camera), name=camera.name
+        )
+        await pipeline.async_start()
+        self.detection[camera.camera_id] = pipeline
+        self.detection_events[camera.camera_id] = DetectionEvents(
+            self.hass, camera.camera_id, pipeline, self._on_detection
+        )
+
+    def _on_detection(
+        self, label: str, started: bool, data: dict[str, object], snapshot: bytes | None
+    ) -> None:
+        if self.detection_hook is not None:
+            self.detection_hook(label, started, data, snapshot)
+
+    async def _async_stop_detection(self, camera_id: str) -> None:
+        if (events := self.detection_events.pop(camera_id, None)) is not None:
+            events.detach()
+        if (pipeline := self.detection.pop(camera_id, None)) is not None:
+            await pipeline.async_stop()
+        if (hub := self.substream_hubs.pop(camera_id, None)) is not None:
+            await hub.async_stop()
 
     async def async_add_camera(self, camera: CameraConfig) -> None:
         """Start a camera and its recorder, and create its entities on every loaded platform."""
         hub = await self.engine.async_add_camera(camera)
         await self.recorder.async_add_camera(camera, hub, retention_days=camera.retention_days)
+        if camera.detect_motion:
+            await self._async_start_detection(camera, hub)
         self.cameras[camera.camera_id] = camera
         for factory in self.entity_factories:
             factory(camera)
@@ -55,6 +113,7 @@ class LightNvrRuntime:
         if self.cameras.pop(camera_id, None) is None:
             return
         async_dispatcher_send(self.hass, camera_removed_signal(camera_id))
+        await self._async_stop_detection(camera_id)
         await self.recorder.async_remove_camera(camera_id)
         await self.engine.async_remove_camera(camera_id)
 
@@ -63,6 +122,8 @@ class LightNvrRuntime:
         if self.stopped:
             return
         self.stopped = True
+        for camera_id in list(self.detection):
+            await self._async_stop_detection(camera_id)
         await self.recorder.async_stop()
         await self.engine.async_stop()
 

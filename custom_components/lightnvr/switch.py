@@ -10,6 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.restore_state import RestoreEntity
 
+from .detection.pipeline import DetectionPipeline
 from .entity import LightNvrCameraEntity
 from .models import CameraConfig
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
@@ -20,11 +21,14 @@ async def async_setup_entry(
     entry: LightNvrConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the recording switch of every camera."""
+    """Add the recording switch of every camera, and its detection switch if it detects."""
     runtime = entry.runtime_data
 
     def add_camera(camera: CameraConfig) -> None:
-        async_add_entities([RecordingSwitch(runtime, camera)], config_subentry_id=camera.camera_id)
+        entities: list[SwitchEntity] = [RecordingSwitch(runtime, camera)]
+        if (pipeline := runtime.detection.get(camera.camera_id)) is not None:
+            entities.append(DetectionSwitch(runtime, camera, pipeline))
+        async_add_entities(entities, config_subentry_id=camera.camera_id)
 
     runtime.entity_factories.append(add_camera)
     for camera in runtime.cameras.values():
@@ -79,4 +83,46 @@ class RecordingSwitch(LightNvrCameraEntity, SwitchEntity, RestoreEntity):
     async def async_turn_off(self, **kwargs: Any) -> None:
         """Stop recording (the segment being written is finished and kept)."""
         self._recorder.set_recording(self._camera.camera_id, False)
+        self.async_write_ha_state()
+
+
+class DetectionSwitch(LightNvrCameraEntity, SwitchEntity, RestoreEntity):
+    """`switch.<camera>_detection`: run motion and object detection for this camera."""
+
+    _attr_translation_key = "detection"
+
+    def __init__(
+        self, runtime: LightNvrRuntime, camera: CameraConfig, pipeline: DetectionPipeline
+    ) -> None:
+        """Create the switch."""
+        super().__init__(runtime, camera)
+        self._attr_unique_id = f"{camera.camera_id}_detection"
+        self._pipeline = pipeline
+
+    @property
+    def available(self) -> bool:
+        """The switch works whether or not the camera is reachable right now."""
+        return True
+
+    @property
+    def is_on(self) -> bool:
+        """Return True while detection runs."""
+        return self._pipeline.enabled
+
+    async def async_added_to_hass(self) -> None:
+        """Restore the user's last choice, then follow the pipeline."""
+        await super().async_added_to_hass()
+        last = await self.async_get_last_state()
+        if last is not None and last.state == STATE_OFF:
+            await self._pipeline.async_set_enabled(False)
+        self.async_on_remove(self._pipeline.async_add_state_listener(self.async_write_ha_state))
+
+    async def async_turn_on(self, **kwargs: Any) -> None:
+        """Start detecting."""
+        await self._pipeline.async_set_enabled(True)
+        self.async_write_ha_state()
+
+    async def async_turn_off(self, **kwargs: Any) -> None:
+        """Stop detecting (no decoding at all while off)."""
+        await self._pipeline.async_set_enabled(False)
         self.async_write_ha_state()

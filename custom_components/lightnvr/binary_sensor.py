@@ -1,0 +1,141 @@
+"""Binary sensors of a camera: motion, and one per object label of the detection server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.binary_sensor import BinarySensorDeviceClass, BinarySensorEntity
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .detection.events import box_dict
+from .detection.pipeline import DetectionPipeline, LabelUpdate
+from .entity import LightNvrCameraEntity
+from .models import CameraConfig
+from .runtime import LightNvrConfigEntry, LightNvrRuntime
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: LightNvrConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add motion and object sensors for every camera with detection."""
+    runtime = entry.runtime_data
+
+    def add_camera(camera: CameraConfig) -> None:
+        pipeline = runtime.detection.get(camera.camera_id)
+        if pipeline is None:
+            return
+        entities: list[BinarySensorEntity] = [MotionSensor(runtime, camera, pipeline)]
+        entities += [
+            ObjectSensor(runtime, camera, pipeline, label) for label in runtime.object_labels
+        ]
+        async_add_entities(entities, config_subentry_id=camera.camera_id)
+
+    runtime.entity_factories.append(add_camera)
+    for camera in runtime.cameras.values():
+        add_camera(camera)
+
+
+class _DetectionSensor(LightNvrCameraEntity, BinarySensorEntity):
+    def __init__(
+        self, runtime: LightNvrRuntime, camera: CameraConfig, pipeline: DetectionPipeline
+    ) -> None:
+        super().__init__(runtime, camera)
+        self._pipeline = pipeline
+
+    @property
+    def available(self) -> bool:
+        """Known while the camera streams and detection is switched on."""
+        return super().available and self._pipeline.enabled
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the pipeline's switch state too."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self._pipeline.async_add_state_listener(self.async_write_ha_state))
+
+
+class MotionSensor(_DetectionSensor):
+    """`binary_sensor.<camera>_motion` (includes the camera's off-delay)."""
+
+    _attr_device_class = BinarySensorDeviceClass.MOTION
+    _attr_translation_key = "motion"
+
+    def __init__(
+        self, runtime: LightNvrRuntime, camera: CameraConfig, pipeline: DetectionPipeline
+    ) -> None:
+        """Create the sensor."""
+        super().__init__(runtime, camera, pipeline)
+        self._attr_unique_id = f"{camera.camera_id}_motion"
+
+    @property
+    def is_on(self) -> bool:
+        """Return True while there is motion."""
+        return self._pipeline.motion
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """The changed region of the latest moving frame."""
+        return {"box": box_dict(self._pipeline.motion_box)}
+
+    async def async_added_to_hass(self) -> None:
+        """Update on every motion change."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self._pipeline.async_add_motion_listener(lambda _update: self.async_write_ha_state())
+        )
+
+
+class ObjectSensor(_DetectionSensor):
+    """`binary_sensor.<camera>_<label>`: the detection server sees this kind of object."""
+
+    _attr_device_class = BinarySensorDeviceClass.OCCUPANCY
+    _attr_translation_key = "object"
+
+    def __init__(
+        self,
+        runtime: LightNvrRuntime,
+        camera: CameraConfig,
+        pipeline: DetectionPipeline,
+        label: str,
+    ) -> None:
+        """Create the sensor for `label`."""
+        super().__init__(runtime, camera, pipeline)
+        self._label = label
+        self._attr_unique_id = f"{camera.camera_id}_object_{label}"
+        self._attr_translation_placeholders = {"label": label.capitalize()}
+        self._last: dict[str, Any] = {"confidence": None, "box": None, "last_seen": None}
+
+    @property
+    def is_on(self) -> bool:
+        """Return True while the label is detected (including its off-delay)."""
+        return self._label in self._pipeline.detected_labels
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Confidence and box of the latest sighting."""
+        current = self._pipeline.detected_labels.get(self._label)
+        if current is not None:
+            return {**self._last, "confidence": round(current[0], 4), "box": box_dict(current[1])}
+        return self._last
+
+    async def async_added_to_hass(self) -> None:
+        """Update when this label comes and goes, and on every detection event."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self._pipeline.async_add_label_listener(self._on_label))
+        self.async_on_remove(
+            self._pipeline.async_add_object_listener(lambda _event: self.async_write_ha_state())
+        )
+
+    @callback
+    def _on_label(self, update: LabelUpdate) -> None:
+        if update.label != self._label:
+            return
+        if update.detected:
+            self._last = {
+                "confidence": round(update.confidence, 4) if update.confidence else None,
+                "box": box_dict(update.box),
+                "last_seen": update.time.isoformat(),
+            }
+        self.async_write_ha_state()

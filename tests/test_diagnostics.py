@@ -55,3 +55,24 @@ async def test_diagnostics_are_redacted(
     assert camera["stream"]["state"] == "streaming"
     assert camera["stream"]["packets"] > 10
     assert diagnostics["engine"] == {"name": "embedded", "configured": "embedded"}
+    assert camera["recording"]["enabled"] is True
+    assert diagnostics["storage"]["segments"] >= 0
+
+
+async def test_detection_api_key_is_redacted(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, setup_camera: MockConfigEntry
+) -> None:
+    """The object detection server's key and URL login never reach diagnostics."""
+    assert await async_setup_component(hass, "diagnostics", {})
+    hass.config_entries.async_update_entry(
+        setup_camera,
+        options={
+            **setup_camera.data,
+            "object_url": "http://user:hunter22@127.0.0.1:32168",
+            "object_api_key": "det-key-987",
+        },
+    )
+    await hass.async_block_till_done()
+    text = json.dumps(await get_diagnostics_for_config_entry(hass, hass_client, setup_camera))
+    assert "det-key-987" not in text
+    assert "hunter22" not in text

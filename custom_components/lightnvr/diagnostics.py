@@ -9,12 +9,18 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_GO2RTC_URL, CONF_STREAM_URL, CONF_SUBSTREAM_URL
+from .const import (
+    CONF_GO2RTC_URL,
+    CONF_OBJECT_API_KEY,
+    CONF_OBJECT_URL,
+    CONF_STREAM_URL,
+    CONF_SUBSTREAM_URL,
+)
 from .runtime import LightNvrConfigEntry
 from .source import redact_url
 
-TO_REDACT = {CONF_PASSWORD, CONF_USERNAME}
-URL_KEYS = (CONF_STREAM_URL, CONF_SUBSTREAM_URL, CONF_GO2RTC_URL)
+TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, CONF_OBJECT_API_KEY}
+URL_KEYS = (CONF_STREAM_URL, CONF_SUBSTREAM_URL, CONF_GO2RTC_URL, CONF_OBJECT_URL)
 
 
 def _redact(data: Any) -> dict[str, Any]:
@@ -50,9 +56,26 @@ async def async_get_config_entry_diagnostics(
                 if info
                 else None
             )
+        if (recording := runtime.recorder.camera_state(camera_id)) is not None:
+            camera["recording"] = {
+                "enabled": recording.enabled,
+                "recording": recording.recording,
+                "paused_reason": recording.pause_reason if recording.paused else None,
+                "segments_written": recording.segments_written,
+                "timestamp_repairs": recording.timestamp_repairs,
+                "dropped_packets": recording.dropped_packets,
+                "last_error": recording.last_error,
+            }
+        if (pipeline := runtime.detection.get(camera_id)) is not None:
+            camera["detection"] = asdict(pipeline.stats())
         cameras[camera_id] = camera
     return {
         "entry": {"data": _redact(entry.data), "options": _redact(entry.options)},
         "engine": {"name": engine.name, "configured": runtime.options.engine},
         "cameras": cameras,
+        "storage": {
+            key: value
+            for key, value in asdict(runtime.recorder.storage_status()).items()
+            if key != "path"  # a path of this machine says nothing useful and may say too much
+        },
     }

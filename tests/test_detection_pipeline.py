@@ -179,7 +179,12 @@ async def test_motion_turns_on_after_onset_and_off_after_it_ends(
         assert not pipeline.motion
         assert off.frame_time is not None
         moving_left = (ONSET + (CLIP - ONSET)) - ONSET  # box visible from on until the loop
-        assert off.frame_time - on.frame_time >= moving_left - 0.4 + options.cooldown + off_delay
+        # Only after the box vanished (source time); the cool-down and off-delay are counted on
+        # the event loop's clock, which a loaded machine's decoder may lag behind, so they are
+        # checked in wall time.
+        assert off.frame_time - on.frame_time >= moving_left - 0.4
+        held = (off.time - on.time).total_seconds()
+        assert held >= moving_left - 0.4 + options.cooldown + off_delay - 0.5
         assert off.frame_time - on.frame_time < CLIP
         assert not shows_box(pipeline.latest_frame)
         stats = pipeline.stats()

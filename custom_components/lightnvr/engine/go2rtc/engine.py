@@ -1,0 +1,686 @@
+"""The go2rtc engine: go2rtc carries the video, LightNVR supervises it.
+
+go2rtc holds the one connection to each camera. Each camera's StreamHub (recorder, detection,
+snapshot fall-back) reads go2rtc's RTSP restream of it, viewers get WebRTC straight from go2rtc
+(the offer forwarded over its WebSocket API, candidates trickled both ways), snapshots come
+from `/api/frame.jpeg`.
+
+Two modes: **managed** (LightNVR runs the go2rtc binary with its own private config and restarts
+it when needed) and **external** (a go2rtc someone else runs, reached by URL; same checks, no
+restarts). The watchdog in health.py does the checking and healing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import contextlib
+from dataclasses import dataclass
+import logging
+from pathlib import Path
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from go2rtc_client.exceptions import Go2RtcClientError
+from go2rtc_client.ws import (
+    ReceiveMessages,
+    WebRTCAnswer as WsAnswer,
+    WebRTCCandidate as WsCandidate,
+    WebRTCOffer as WsOffer,
+    WsError,
+)
+from go2rtc_client.ws.client import Go2RtcWsClient
+from homeassistant.components.camera import (
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCError,
+    WebRTCSendMessage,
+)
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from webrtc_models import RTCIceCandidateInit, RTCIceServer
+
+from ...const import DOMAIN
+from ...hub import StreamHub
+from ...models import CameraConfig
+from ...source import CameraSource
+from ..base import StreamEngine
+from ..snapshot import SnapshotError, keyframe_to_jpeg
+from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
+from .client import Go2RtcApiError, Go2RtcClient, Redactor, StreamStatus
+from .config import CONFIG_FILE, Go2RtcConfig, Go2RtcSettings, write_config
+from .health import (
+    ISSUE_PORT_IN_USE,
+    MODE_EXTERNAL,
+    MODE_MANAGED,
+    Go2RtcHealth,
+    Go2RtcWatchdog,
+    HealthTimings,
+    report_port_in_use,
+)
+from .process import (
+    READY_TIMEOUT,
+    STOP_TIMEOUT,
+    Go2RtcPortInUseError,
+    Go2RtcProcess,
+    kill_stale_process,
+    remove_pid_file,
+    write_pid_file,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+STREAM_PREFIX = "lightnvr_"
+# go2rtc is local: a hub that lost its restream may retry it often.
+RESTREAM_BACKOFF_MAX = 5.0
+SNAPSHOT_TIMEOUT = 8.0
+PROBE_PING_TIMEOUT = 2.0
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
+GO2RTC_RTSP_PORT = 8554
+
+
+def stream_name(camera_id: str) -> str:
+    """Return the go2rtc stream name of a camera: stable (the subentry id) and URL-safe."""
+    return STREAM_PREFIX + re.sub(r"[^a-z0-9_]", "_", camera_id.lower())
+
+
+@dataclass(slots=True)
+class _Session:
+    """One viewer's signalling channel to go2rtc."""
+
+    camera_id: str
+    ws: Go2RtcWsClient
+    mid: str | None = None
+    closed: bool = False
+    unsubscribe: Callable[[], None] | None = None
+
+
+class Go2RtcEngine:
+    """Stream engine backed by a go2rtc process (managed) or server (external)."""
+
+    name = "go2rtc"
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        *,
+        mode: str,
+        config_dir: Path | None = None,
+        binary: BinaryCheck | None = None,
+        url: str | None = None,
+        settings: Go2RtcSettings | None = None,
+        timings: HealthTimings | None = None,
+        ready_timeout: float = READY_TIMEOUT,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        """Prepare the engine; `async_start` starts (or contacts) go2rtc."""
+        if mode == MODE_MANAGED:
+            if binary is None or not binary.usable or config_dir is None:
+                raise ValueError("managed mode needs a usable binary and a config folder")
+        elif mode == MODE_EXTERNAL:
+            if not url:
+                raise ValueError("external mode needs the go2rtc URL")
+        else:
+            raise ValueError(f"unknown go2rtc mode {mode!r}")
+        self._hass = hass
+        self.mode = mode
+        self._config_dir = config_dir
+        self._binary = binary
+        self._settings = settings or Go2RtcSettings()
+        self._timings = timings or HealthTimings()
+        self._ready_timeout = ready_timeout
+        self._stop_timeout = stop_timeout
+        self._redact = Redactor()
+        self._cameras: dict[str, CameraConfig] = {}
+        self._names: dict[str, str] = {}
+        self._hubs: dict[str, StreamHub] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[], None]] = []
+        self._config: Go2RtcConfig | None = None
+        self._client: Go2RtcClient | None = None
+        self._process: Go2RtcProcess | None = None
+        self._restart_lock = asyncio.Lock()
+        self._unsub_stop: CALLBACK_TYPE | None = None
+        # External mode: API base URL without userinfo, credentials apart, restream location.
+        self._url = url or ""
+        self._api_user: str | None = None
+        self._api_password: str | None = None
+        self._rtsp_host = "127.0.0.1"
+        self._rtsp_port = GO2RTC_RTSP_PORT
+        version = binary.version if binary is not None else None
+        self._watchdog = Go2RtcWatchdog(
+            hass,
+            self,
+            mode=mode,
+            display_url=self._redact(url or "go2rtc"),
+            timings=self._timings,
+            health=Go2RtcHealth(mode=mode, healthy=False, version=version),
+        )
+
+    # ----- health (for the hub's entities and diagnostics) ------------------------------------
+
+    @property
+    def health(self) -> Go2RtcHealth:
+        """Return go2rtc's health (healthy, restart_count, last_error, mode, version)."""
+        return self._watchdog.health
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (in the event loop) whenever `health` changes; return a remover."""
+        self._listeners.append(listener)
+
+        def _remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return _remove
+
+    def health_changed(self, health: Go2RtcHealth) -> None:
+        """Tell listeners (called by the watchdog)."""
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                _LOGGER.exception("Error in a go2rtc health listener")
+
+    @property
+    def process_pid(self) -> int | None:
+        """Return the managed go2rtc's pid while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def api_url(self) -> str:
+        """Return the API URL (without credentials)."""
+        return self._client.display_url if self._client is not None else self._redact(self._url)
+
+    # ----- lifecycle --------------------------------------------------------------------------
+
+    async def async_start(self) -> None:
+        """Start go2rtc (managed) or contact it (external); then start the watchdog.
+
+        Managed: raises Go2RtcPortInUseError or Go2RtcStartError when go2rtc does not start
+        (nothing is left running then). External: never raises for an unreachable server; the
+        watchdog reports it with a repair issue and keeps checking.
+        """
+        if self.mode == MODE_MANAGED:
+            await self._async_start_managed()
+            # HA does not unload config entries when it stops: stop go2rtc ourselves.
+            self._unsub_stop = self._hass.bus.async_listen_once(
+                EVENT_HOMEASSISTANT_STOP, self._async_hass_stopping
+            )
+            self._watchdog.async_start()
+        else:
+            reachable, detail = await self._async_start_external()
+            self._watchdog.async_start(reachable=reachable, detail=detail)
+
+    async def _async_start_managed(self) -> None:
+        assert self._config_dir is not None
+        assert self._binary is not None
+        version = self._binary.version_tuple
+        await self._hass.async_add_executor_job(
+            _kill_stale, self._config_dir, self._config_dir / CONFIG_FILE
+        )
+        config = await self._hass.async_add_executor_job(
+            write_config, self._config_dir, self._settings, version, self._stream_sources()
+        )
+        self._config = config
+        self._redact.add(*config.secrets())
+        self._rtsp_port = config.rtsp_port
+        self._client = Go2RtcClient(
+            config.api_url,
+            unix_socket=config.api_socket,
+            username=config.api_username,
+            password=config.api_password,
+            redact=self._redact,
+        )
+        try:
+            await self._async_launch()
+        except Go2RtcPortInUseError as err:
+            report_port_in_use(self._hass, err)
+            await self._async_close_client()
+            raise
+        except BaseException:
+            await self._async_close_client()
+            raise
+        ir.async_delete_issue(self._hass, DOMAIN, ISSUE_PORT_IN_USE)
+
+    async def _async_launch(self) -> None:
+        """Start a new go2rtc process from the current config and register every stream."""
+        assert self._config is not None
+        assert self._binary is not None
+        assert self._binary.path is not None
+        process = Go2RtcProcess(
+            self._binary.path,
+            self._config.path,
+            ready_probe=self._async_ready_probe,
+            redact=self._redact,
+            ready_timeout=self._ready_timeout,
+            stop_timeout=self._stop_timeout,
+        )
+        self._process = process
+        try:
+            await process.async_start()
+        except BaseException:
+            self._process = None  # it stopped itself; nothing runs
+            raise
+        if process.pid is not None:
+            await self._hass.async_add_executor_job(
+                write_pid_file, self._config.path.parent, process.pid
+            )
+        try:
+            await self._async_sync_streams()
+        except Go2RtcApiError as err:
+            # Started but already failing again: the watchdog's next round sees it.
+            _LOGGER.warning("Cannot register the streams with go2rtc: %s", err)
+        self._watchdog.update(pid=process.pid, healthy=True)
+
+    async def _async_ready_probe(self) -> bool:
+        assert self._client is not None
+        await self._client.async_info(PROBE_PING_TIMEOUT)
+        return True
+
+    async def _async_start_external(self) -> tuple[bool, str]:
+        parts = urlsplit(self._url)
+        self._api_user = unquote(parts.username) if parts.username else None
+        self._api_password = unquote(parts.password) if parts.password else None
+        self._redact.add(self._api_password)
+        host = parts.hostname or "127.0.0.1"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        base = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+        self._rtsp_host = host
+        self._client = Go2RtcClient(
+            base, username=self._api_user, password=self._api_password, redact=self._redact
+        )
+        try:
+            info = await self._client.async_info(self._timings.request_timeout)
+        except Go2RtcApiError as err:
+            _LOGGER.debug("External go2rtc at %s is not reachable yet: %s", self.api_url, err)
+            return False, str(err)
+        self._apply_info(info)
+        await self._async_sync_streams()
+        self._watchdog.update(healthy=True)
+        return True, ""
+
+    def _apply_info(self, info: dict[str, object]) -> None:
+        version = str(info.get("version") or "") or None
+        self._watchdog.update(version=version)
+        if version and parse_version_tuple(version) < MIN_VERSION:
+            _LOGGER.warning(
+                "go2rtc at %s is version %s; 1.9 or newer is needed", self.api_url, version
+            )
+        rtsp = info.get("rtsp")
+        listen = str(rtsp.get("listen", "")) if isinstance(rtsp, dict) else ""
+        port = listen.rpartition(":")[2].split("/")[0]
+        if port.isdigit():
+            self._rtsp_port = int(port)
+        else:
+            _LOGGER.warning(
+                "go2rtc at %s has no RTSP server; cameras cannot be restreamed", self.api_url
+            )
+
+    async def _async_hass_stopping(self, _event: Event) -> None:
+        self._unsub_stop = None
+        await self._watchdog.async_stop()
+        await self._async_stop_process()
+
+    async def _async_stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            await process.async_stop()
+            if self._config is not None:
+                await self._hass.async_add_executor_job(remove_pid_file, self._config.path.parent)
+
+    async def async_stop(self) -> None:
+        """Stop the watchdog, viewers, hubs and (managed) go2rtc. Leaves nothing running."""
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+            self._unsub_stop = None
+        await self._watchdog.async_stop()
+        for session_id in list(self._sessions):
+            self.close_session(session_id)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        hubs = list(self._hubs.values())
+        self._hubs.clear()
+        await asyncio.gather(*(hub.async_stop() for hub in hubs))
+        await self._async_stop_process()
+        await self._async_close_client()
+        self._watchdog.update(healthy=False, pid=None)
+
+    async def _async_close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.async_close()
+
+    # ----- cameras ----------------------------------------------------------------------------
+
+    def _stream_sources(self) -> dict[str, str]:
+        return {
+            self._names[camera_id]: camera.source.connect_url()
+            for camera_id, camera in self._cameras.items()
+        }
+
+    def _restream_source(self, name: str) -> CameraSource:
+        if self._config is not None:
+            return CameraSource(
+                self._config.restream_url(name),
+                self._config.rtsp_username,
+                self._config.rtsp_password,
+            )
+        return CameraSource(
+            f"rtsp://{self._rtsp_host}:{self._rtsp_port}/{name}",
+            self._api_user,
+            self._api_password,
+        )
+
+    async def async_add_camera(self, camera: CameraConfig) -> StreamHub:
+        """Register the camera with go2rtc and start a hub on its restream."""
+        name = stream_name(camera.camera_id)
+        self._cameras[camera.camera_id] = camera
+        self._names[camera.camera_id] = name
+        self._redact.add(camera.source.password)
+        if self._client is not None:
+            try:
+                await self._async_register_camera(camera.camera_id)
+            except Go2RtcApiError as err:
+                # The watchdog finds the stream missing and registers it once go2rtc answers.
+                _LOGGER.warning("Cannot register %s with go2rtc yet: %s", camera.name, err)
+        self._watchdog.stream_registered(name)
+        hub = StreamHub(
+            camera.name,
+            self._restream_source(name),
+            self._hass.loop,
+            backoff_max=RESTREAM_BACKOFF_MAX,
+        )
+        self._hubs[camera.camera_id] = hub
+        hub.start()
+        return hub
+
+    async def async_remove_camera(self, camera_id: str) -> None:
+        """Close the camera's viewers, stop its hub and remove its go2rtc stream."""
+        camera = self._cameras.pop(camera_id, None)
+        name = self._names.pop(camera_id, None)
+        hub = self._hubs.pop(camera_id, None)
+        for session_id, session in list(self._sessions.items()):
+            if session.camera_id == camera_id:
+                self.close_session(session_id)
+        if name is not None:
+            self._watchdog.stream_removed(name)
+            if self._client is not None:
+                try:
+                    await self._client.async_remove_stream(name, self._timings.request_timeout)
+                except Go2RtcApiError as err:
+                    _LOGGER.debug("Cannot remove stream of %s from go2rtc: %s", camera, err)
+        if hub is not None:
+            await hub.async_stop()
+
+    def hub(self, camera_id: str) -> StreamHub:
+        """Return a camera's hub."""
+        return self._hubs[camera_id]
+
+    async def async_stream_source(self, camera_id: str) -> str | None:
+        """Return go2rtc's RTSP restream of the camera (credentials included)."""
+        name = self._names.get(camera_id)
+        return self._restream_source(name).connect_url() if name is not None else None
+
+    async def _async_register_camera(self, camera_id: str) -> None:
+        assert self._client is not None
+        camera = self._cameras[camera_id]
+        await self._client.async_add_stream(self._names[camera_id], camera.source.connect_url())
+
+    async def _async_sync_streams(self) -> None:
+        """Register every camera go2rtc does not know (after a start or restart)."""
+        if self._client is None or not self._cameras:
+            return
+        known = await self._client.async_streams(self._timings.request_timeout)
+        for camera_id, name in list(self._names.items()):
+            if name not in known:
+                await self._async_register_camera(camera_id)
+            self._watchdog.stream_registered(name)
+
+    # ----- the watchdog's view (WatchdogTarget) -----------------------------------------------
+
+    @property
+    def process_exited(self) -> asyncio.Event | None:
+        """Return the managed process's exit event."""
+        return self._process.exited if self._process is not None else None
+
+    def process_running(self) -> bool:
+        """Return True while the managed process runs (always True in external mode)."""
+        if self.mode == MODE_EXTERNAL:
+            return True
+        return self._process is not None and self._process.running
+
+    async def async_check_api(self, time_limit: float) -> dict[str, StreamStatus]:
+        """GET /api and GET /api/streams."""
+        if self._client is None:
+            raise Go2RtcApiError("no API client")
+        info = await self._client.async_info(time_limit)
+        if self.mode == MODE_EXTERNAL and info.get("version") != self.health.version:
+            self._apply_info(info)
+        return await self._client.async_streams(time_limit)
+
+    def expected_streams(self) -> list[str]:
+        """Return the stream names of the cameras."""
+        return list(self._names.values())
+
+    async def async_register(self, name: str) -> None:
+        """Register stream `name` again (replaces it in go2rtc)."""
+        for camera_id, known in self._names.items():
+            if known == name:
+                await self._async_register_camera(camera_id)
+                return
+
+    async def async_restart(self) -> None:
+        """Restart the managed go2rtc with the same ports and register every stream."""
+        async with self._restart_lock:
+            assert self._config_dir is not None
+            assert self._binary is not None
+            old = self._process
+            if old is not None:
+                old.dump_log()  # it failed: show what it said last
+                await old.async_stop()
+                if old.port_conflict is not None:  # it lost a listener after start-up
+                    report_port_in_use(self._hass, Go2RtcPortInUseError(*old.port_conflict))
+            self._process = None
+            self._config = await self._hass.async_add_executor_job(
+                _rewrite_config,
+                self._config_dir,
+                self._settings,
+                self._binary,
+                self._config,
+                self._stream_sources(),
+            )
+            await self._async_launch()
+
+    async def async_probe_camera(self, name: str, time_limit: float) -> bool:
+        """Return True if the camera behind stream `name` accepts a TCP connection."""
+        camera = next(
+            (self._cameras[c] for c, n in self._names.items() if n == name and c in self._cameras),
+            None,
+        )
+        if camera is None:
+            return False
+        parts = urlsplit(camera.source.url)
+        if not parts.hostname:
+            return False
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 554)
+        try:
+            async with asyncio.timeout(time_limit):
+                _, writer = await asyncio.open_connection(parts.hostname, port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    def log_tail(self, count: int) -> list[str]:
+        """Return the managed go2rtc's last log lines (redacted)."""
+        return self._process.log_tail(count) if self._process is not None else []
+
+    # ----- live view --------------------------------------------------------------------------
+
+    def _ice_servers(self) -> list[RTCIceServer]:
+        return [
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in self._settings.ice_servers
+        ]
+
+    async def async_handle_offer(
+        self,
+        camera_id: str,
+        session_id: str,
+        offer_sdp: str,
+        send_message: WebRTCSendMessage,
+    ) -> None:
+        """Forward the offer to go2rtc over its WebSocket; relay answer, candidates, errors."""
+        name = self._names.get(camera_id)
+        client = self._client
+        if name is None or client is None:
+            send_message(WebRTCError("webrtc_offer_failed", "go2rtc is not running"))
+            return
+        session = _Session(camera_id, client.ws_client(name))
+        self._sessions[session_id] = session
+
+        @callback
+        def _on_message(message: ReceiveMessages) -> None:
+            if session.closed:
+                return
+            match message:
+                case WsAnswer():
+                    session.mid = _first_mid(message.sdp)
+                    send_message(WebRTCAnswer(message.sdp))
+                case WsCandidate():
+                    send_message(
+                        WebRTCCandidate(
+                            RTCIceCandidateInit(
+                                message.candidate, sdp_mid=session.mid, sdp_m_line_index=0
+                            )
+                        )
+                    )
+                case WsError():
+                    send_message(WebRTCError("webrtc_offer_failed", self._redact(message.error)))
+                    self.close_session(session_id)
+
+        session.unsubscribe = session.ws.subscribe(_on_message)
+        try:
+            await session.ws.send(WsOffer(offer_sdp, self._ice_servers()))
+        except Go2RtcClientError as err:
+            cause = self._redact(str(err.__cause__ or err))
+            _LOGGER.warning("Cannot forward a WebRTC offer to go2rtc: %s", cause)
+            self.close_session(session_id)
+            send_message(WebRTCError("webrtc_offer_failed", f"go2rtc did not answer: {cause}"))
+
+    async def async_on_candidate(
+        self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit
+    ) -> None:
+        """Trickle a viewer's candidate to go2rtc."""
+        session = self._sessions.get(session_id)
+        if session is None or session.closed:
+            _LOGGER.debug("Candidate for unknown WebRTC session %s ignored", session_id)
+            return
+        try:
+            await session.ws.send(WsCandidate(candidate.candidate))
+        except Go2RtcClientError as err:
+            _LOGGER.debug("Cannot forward a candidate to go2rtc: %s", self._redact(str(err)))
+
+    def close_session(self, session_id: str) -> None:
+        """Close a viewer's signalling channel (go2rtc ends the peer with it)."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        session.closed = True
+        if session.unsubscribe is not None:
+            with contextlib.suppress(ValueError):
+                session.unsubscribe()
+        task = self._hass.async_create_task(_close_ws(session.ws), eager_start=True)
+        if not task.done():
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @property
+    def viewer_count(self) -> int:
+        """Return the number of open WebRTC sessions."""
+        return len(self._sessions)
+
+    # ----- snapshots --------------------------------------------------------------------------
+
+    async def async_snapshot(
+        self, camera_id: str, width: int | None, height: int | None
+    ) -> bytes | None:
+        """Return go2rtc's frame.jpeg, or decode the hub's newest keyframe when it has none."""
+        name = self._names.get(camera_id)
+        if name is None:
+            return None
+        if self._client is not None:
+            try:
+                jpeg = await self._client.async_frame(name, width, height, SNAPSHOT_TIMEOUT)
+            except Go2RtcApiError as err:
+                _LOGGER.debug("go2rtc snapshot of %s failed: %s", name, err)
+            else:
+                if jpeg:
+                    return jpeg
+        # frame.jpeg answers 200 with an empty body when go2rtc has no picture.
+        hub = self._hubs.get(camera_id)
+        keyframe = hub.latest_keyframe() if hub is not None else None
+        info = hub.info if hub is not None else None
+        if keyframe is None or info is None:
+            return None
+        try:
+            return await self._hass.async_add_executor_job(
+                keyframe_to_jpeg, info, keyframe, width, height
+            )
+        except SnapshotError as err:
+            _LOGGER.debug("Snapshot of %s failed: %s", name, err)
+            return None
+
+
+def _rewrite_config(
+    folder: Path,
+    settings: Go2RtcSettings,
+    binary: BinaryCheck,
+    previous: Go2RtcConfig | None,
+    streams: dict[str, str],
+) -> Go2RtcConfig:
+    """Config for a restart: same ports and credentials, current streams. Blocking."""
+    return write_config(
+        folder,
+        settings,
+        binary.version_tuple,
+        streams,
+        refresh_ports=previous is None,
+        previous=previous,
+    )
+
+
+def _kill_stale(folder: Path, config_path: Path) -> None:
+    if folder.is_dir():
+        kill_stale_process(folder, config_path)
+
+
+def _first_mid(sdp: str) -> str | None:
+    for line in sdp.splitlines():
+        if line.startswith("a=mid:"):
+            return line[len("a=mid:") :].strip()
+    return None
+
+
+async def _close_ws(ws: Go2RtcWsClient) -> None:
+    """Close a go2rtc WebSocket; go2rtc-client's close re-raises its reader's cancellation."""
+    try:
+        await ws.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Go2RtcClientError as err:
+        _LOGGER.debug("Closing a go2rtc WebSocket failed: %s", err)
+
+
+if TYPE_CHECKING:
+    # mypy proves the engine implements the interface every engine implements.
+    def _conforms(engine: Go2RtcEngine) -> StreamEngine:
+        return engine

@@ -69,6 +69,7 @@ async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_pat
         "object_only_while_motion": True,
         "event_clips": True,
         "event_retention_days": 30,
+        "go2rtc_webrtc_lan": True,
     }
     assert storage.is_dir()
     await hass.async_block_till_done()
@@ -89,10 +90,12 @@ async def test_hub_flow_errors(hass: HomeAssistant, tmp_path: Path) -> None:
         result["flow_id"], _hub_input(blocker / "sub", engine=ENGINE_GO2RTC)
     )
     assert result["type"] is FlowResultType.FORM
+    # No go2rtc is installed on this machine: the go2rtc engine is refused with the reason.
     assert result["errors"] == {
-        CONF_ENGINE: "engine_not_available",
+        CONF_ENGINE: "go2rtc_not_usable",
         CONF_STORAGE_PATH: "storage_not_writable",
     }
+    assert "go2rtc" in result["description_placeholders"]["detail"]
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], _hub_input(Path("relative/path"))
     )
@@ -115,7 +118,7 @@ async def test_options_flow_changes_settings_and_reloads(
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], _hub_input(tmp_path / "b", engine=ENGINE_GO2RTC)
     )
-    assert result["errors"] == {CONF_ENGINE: "engine_not_available"}
+    assert result["errors"] == {CONF_ENGINE: "go2rtc_not_usable"}
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {**_hub_input(tmp_path / "b"), "object_url": "ftp://detector", "object_api_key": "k1"},

@@ -6,12 +6,13 @@ import logging
 
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant
-from homeassistant.exceptions import ConfigEntryError
+from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.typing import ConfigType
 
 from .const import DOMAIN, SUBENTRY_CAMERA
-from .engine import EngineUnavailableError, create_engine
+from .engine import EngineUnavailableError, async_create_engine
+from .engine.go2rtc import Go2RtcStartError
 from .models import CameraConfig, HubOptions
 from .recorder.manager import RecorderManager
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
@@ -46,7 +47,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
     """Start the engine, one hub per camera subentry, and the platforms."""
     options = HubOptions.from_entry(entry.data, entry.options)
     try:
-        engine = create_engine(hass, options)
+        engine = await async_create_engine(hass, options)
     except EngineUnavailableError as err:
         raise ConfigEntryError(str(err)) from err
     recorder = RecorderManager(
@@ -56,7 +57,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         max_size_gb=options.max_storage_gb or None,
     )
     runtime = LightNvrRuntime(hass=hass, options=options, engine=engine, recorder=recorder)
-    await engine.async_start()
+    try:
+        await engine.async_start()
+    except Go2RtcStartError as err:  # port taken, not ready in time: HA retries with back-off
+        raise ConfigEntryNotReady(f"go2rtc did not start: {err}") from err
     try:
         await recorder.async_start()
         await runtime.async_apply_cameras(_wanted_cameras(entry))

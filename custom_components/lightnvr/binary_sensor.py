@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from homeassistant.components.binary_sensor import BinarySensorDeviceClass, BinarySensorEntity
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .detection.events import box_dict
 from .detection.pipeline import DetectionPipeline, LabelUpdate
+from .engine.go2rtc import Go2RtcEngine
 from .entity import LightNvrCameraEntity
 from .models import CameraConfig
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
+from .sensor import hub_device_info
 
 
 async def async_setup_entry(
@@ -22,6 +25,8 @@ async def async_setup_entry(
 ) -> None:
     """Add motion and object sensors for every camera with detection."""
     runtime = entry.runtime_data
+    if isinstance(runtime.engine, Go2RtcEngine):
+        async_add_entities([EngineProblemSensor(runtime.engine, entry)])
 
     def add_camera(camera: CameraConfig) -> None:
         pipeline = runtime.detection.get(camera.camera_id)
@@ -139,3 +144,40 @@ class ObjectSensor(_DetectionSensor):
                 "last_seen": update.time.isoformat(),
             }
         self.async_write_ha_state()
+
+
+class EngineProblemSensor(BinarySensorEntity):
+    """`binary_sensor.lightnvr_stream_engine`: on when go2rtc does not work right now."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+    _attr_device_class = BinarySensorDeviceClass.PROBLEM
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_translation_key = "engine_problem"
+
+    def __init__(self, engine: Go2RtcEngine, entry: LightNvrConfigEntry) -> None:
+        """Create the sensor."""
+        self._engine = engine
+        self._attr_unique_id = f"{entry.entry_id}_engine_problem"
+        self._attr_device_info = hub_device_info(entry)
+
+    @property
+    def is_on(self) -> bool:
+        """Return True while go2rtc is unhealthy."""
+        return not self._engine.health.healthy
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """What the watchdog knows."""
+        health = self._engine.health
+        return {
+            "mode": health.mode,
+            "version": health.version,
+            "last_error": health.last_error,
+            "restarts": health.restart_count,
+            "streams_reregistered": health.reregistrations,
+        }
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the watchdog."""
+        self.async_on_remove(self._engine.add_listener(self.async_write_ha_state))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigFlow,
@@ -20,6 +21,7 @@ from homeassistant.config_entries import (
 from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 import voluptuous as vol
 
 from .const import (
@@ -31,7 +33,10 @@ from .const import (
     CONF_EVENT_RETENTION_DAYS,
     CONF_EXCLUDE_ZONES,
     CONF_GO2RTC_BINARY,
+    CONF_GO2RTC_CANDIDATES,
     CONF_GO2RTC_URL,
+    CONF_GO2RTC_WEBRTC_LAN,
+    CONF_GO2RTC_WEBRTC_PORT,
     CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
     CONF_MOTION_MIN_AREA,
@@ -62,11 +67,13 @@ from .const import (
     DEFAULT_STORAGE_DIR,
     DOMAIN,
     ENGINE_AUTO,
-    ENGINE_EMBEDDED,
+    ENGINE_EXTERNAL,
+    ENGINE_GO2RTC,
     ENGINES,
     PROBE_TIMEOUT,
     SUBENTRY_CAMERA,
 )
+from .engine.go2rtc import async_find_usable_binary
 from .models import parse_zones
 from .source import (
     REASON_CANNOT_CONNECT,
@@ -74,14 +81,14 @@ from .source import (
     SourceError,
     normalized_url,
     probe_source,
+    redact_url,
     split_credentials,
     validate_url,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
-# Engines this version can run; the go2rtc engines arrive with their own release.
-AVAILABLE_ENGINES = (ENGINE_AUTO, ENGINE_EMBEDDED)
+GO2RTC_CHECK_TIMEOUT = 5.0
 
 
 def default_storage_path(hass: HomeAssistant) -> str:
@@ -135,6 +142,17 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
             ): selector.TextSelector(
                 selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
             ),
+            vol.Required(
+                CONF_GO2RTC_WEBRTC_LAN, default=defaults.get(CONF_GO2RTC_WEBRTC_LAN, True)
+            ): bool,
+            vol.Optional(
+                CONF_GO2RTC_WEBRTC_PORT,
+                description={"suggested_value": defaults.get(CONF_GO2RTC_WEBRTC_PORT)},
+            ): _box(1024, 65535, 1, ""),
+            vol.Optional(
+                CONF_GO2RTC_CANDIDATES,
+                description={"suggested_value": defaults.get(CONF_GO2RTC_CANDIDATES)},
+            ): str,
             vol.Required(CONF_STORAGE_PATH, default=defaults[CONF_STORAGE_PATH]): str,
             vol.Required(
                 CONF_RETENTION_DAYS, default=defaults[CONF_RETENTION_DAYS]
@@ -203,23 +221,58 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
     )
 
 
-async def _validate_hub(hass: HomeAssistant, user_input: dict[str, Any]) -> dict[str, str]:
+def _valid_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+async def _check_go2rtc(
+    hass: HomeAssistant, user_input: dict[str, Any], errors: dict[str, str]
+) -> str:
+    """Check the chosen go2rtc (binary or server); return a detail for the form."""
+    engine = user_input[CONF_ENGINE]
+    if engine == ENGINE_EXTERNAL:
+        url = (user_input.get(CONF_GO2RTC_URL) or "").strip()
+        if not _valid_http_url(url):
+            errors[CONF_GO2RTC_URL] = "invalid_go2rtc_url"
+            return ""
+        session = async_get_clientsession(hass)
+        try:
+            async with asyncio.timeout(GO2RTC_CHECK_TIMEOUT):
+                response = await session.get(url.rstrip("/") + "/api")
+                response.raise_for_status()
+                info = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as err:
+            errors[CONF_GO2RTC_URL] = "go2rtc_unreachable"
+            return redact_url(str(err) or type(err).__name__)
+        return f"go2rtc {info.get('version', '?')}" if isinstance(info, dict) else ""
+    configured = (user_input.get(CONF_GO2RTC_BINARY) or "").strip() or None
+    if engine == ENGINE_GO2RTC or (engine == ENGINE_AUTO and configured):
+        check = await async_find_usable_binary(hass, configured)
+        if not check.usable:
+            errors[CONF_GO2RTC_BINARY if configured else CONF_ENGINE] = "go2rtc_not_usable"
+            return check.detail or ""
+    return ""
+
+
+async def _validate_hub(
+    hass: HomeAssistant, user_input: dict[str, Any], placeholders: dict[str, str] | None = None
+) -> dict[str, str]:
     errors: dict[str, str] = {}
-    if user_input[CONF_ENGINE] not in AVAILABLE_ENGINES:
-        errors[CONF_ENGINE] = "engine_not_available"
+    detail = await _check_go2rtc(hass, user_input, errors)
+    if placeholders is not None:
+        placeholders["detail"] = detail if errors else ""
     try:
         await hass.async_add_executor_job(_check_storage, user_input[CONF_STORAGE_PATH])
     except (OSError, ValueError):
         errors[CONF_STORAGE_PATH] = "storage_not_writable"
-    if object_url := (user_input.get(CONF_OBJECT_URL) or "").strip():
-        try:
-            parts = urlsplit(object_url)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            errors[CONF_OBJECT_URL] = "invalid_object_url"
-        else:
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                errors[CONF_OBJECT_URL] = "invalid_object_url"
+    object_url = (user_input.get(CONF_OBJECT_URL) or "").strip()
+    if object_url and not _valid_http_url(object_url):
+        errors[CONF_OBJECT_URL] = "invalid_object_url"
     return errors
 
 
@@ -240,7 +293,16 @@ def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
     )
     if data.get(CONF_OBJECT_URL):
         data[CONF_OBJECT_URL] = data[CONF_OBJECT_URL].strip()
-    for key in (CONF_GO2RTC_BINARY, CONF_GO2RTC_URL, CONF_OBJECT_URL, CONF_OBJECT_API_KEY):
+    if data.get(CONF_GO2RTC_WEBRTC_PORT):
+        data[CONF_GO2RTC_WEBRTC_PORT] = int(data[CONF_GO2RTC_WEBRTC_PORT])
+    for key in (
+        CONF_GO2RTC_BINARY,
+        CONF_GO2RTC_URL,
+        CONF_GO2RTC_WEBRTC_PORT,
+        CONF_GO2RTC_CANDIDATES,
+        CONF_OBJECT_URL,
+        CONF_OBJECT_API_KEY,
+    ):
         if not data.get(key):
             data.pop(key, None)
     return data
@@ -254,6 +316,7 @@ class LightNvrConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose the engine and where recordings go."""
         errors: dict[str, str] = {}
+        placeholders = {"detail": ""}
         defaults: dict[str, Any] = {
             CONF_ENGINE: DEFAULT_ENGINE,
             CONF_STORAGE_PATH: default_storage_path(self.hass),
@@ -261,12 +324,15 @@ class LightNvrConfigFlow(ConfigFlow, domain=DOMAIN):
             CONF_MIN_FREE_GB: DEFAULT_MIN_FREE_GB,
         }
         if user_input is not None:
-            errors = await _validate_hub(self.hass, user_input)
+            errors = await _validate_hub(self.hass, user_input, placeholders)
             if not errors:
                 return self.async_create_entry(title="LightNVR", data=_clean_hub_input(user_input))
             defaults.update(user_input)
         return self.async_show_form(
-            step_id="user", data_schema=_hub_schema(defaults), errors=errors
+            step_id="user",
+            data_schema=_hub_schema(defaults),
+            errors=errors,
+            description_placeholders=placeholders,
         )
 
     @staticmethod
@@ -290,6 +356,7 @@ class LightNvrOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and validate the hub settings."""
         errors: dict[str, str] = {}
+        placeholders = {"detail": ""}
         current = {**self.config_entry.data, **self.config_entry.options}
         defaults = {
             CONF_ENGINE: current.get(CONF_ENGINE, DEFAULT_ENGINE),
@@ -306,12 +373,15 @@ class LightNvrOptionsFlow(OptionsFlow):
             if not user_input.get(CONF_OBJECT_API_KEY) and current.get(CONF_OBJECT_API_KEY):
                 # Never echoed back in the form: left empty means "keep the stored key".
                 user_input = {**user_input, CONF_OBJECT_API_KEY: current[CONF_OBJECT_API_KEY]}
-            errors = await _validate_hub(self.hass, user_input)
+            errors = await _validate_hub(self.hass, user_input, placeholders)
             if not errors:
                 return self.async_create_entry(data=_clean_hub_input(user_input))
             defaults.update(user_input)
         return self.async_show_form(
-            step_id="init", data_schema=_hub_schema(defaults), errors=errors
+            step_id="init",
+            data_schema=_hub_schema(defaults),
+            errors=errors,
+            description_placeholders=placeholders,
         )
 
 

@@ -16,6 +16,7 @@ from .const import (
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
 )
+from .engine.go2rtc import Go2RtcEngine
 from .runtime import LightNvrConfigEntry
 from .source import redact_url
 
@@ -71,7 +72,11 @@ async def async_get_config_entry_diagnostics(
         cameras[camera_id] = camera
     return {
         "entry": {"data": _redact(entry.data), "options": _redact(entry.options)},
-        "engine": {"name": engine.name, "configured": runtime.options.engine},
+        "engine": {
+            "name": engine.name,
+            "configured": runtime.options.engine,
+            **({"go2rtc": asdict(engine.health)} if isinstance(engine, Go2RtcEngine) else {}),
+        },
         "cameras": cameras,
         "storage": {
             key: value

@@ -17,7 +17,10 @@ from .const import (
     CONF_EVENT_RETENTION_DAYS,
     CONF_EXCLUDE_ZONES,
     CONF_GO2RTC_BINARY,
+    CONF_GO2RTC_CANDIDATES,
     CONF_GO2RTC_URL,
+    CONF_GO2RTC_WEBRTC_LAN,
+    CONF_GO2RTC_WEBRTC_PORT,
     CONF_MAX_STORAGE_GB,
     CONF_MIN_FREE_GB,
     CONF_MOTION_MIN_AREA,
@@ -110,6 +113,10 @@ class HubOptions:
     object_only_while_motion: bool = True
     event_clips: bool = True
     event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
+    # go2rtc's WebRTC port on every interface, so viewers on other machines can connect.
+    go2rtc_webrtc_lan: bool = True
+    go2rtc_webrtc_port: int | None = None
+    go2rtc_candidates: tuple[str, ...] = ()
 
     @classmethod
     def from_entry(cls, data: Mapping[str, Any], options: Mapping[str, Any]) -> HubOptions:
@@ -132,6 +139,15 @@ class HubOptions:
             ),
             object_only_while_motion=bool(merged.get(CONF_OBJECT_ONLY_WHILE_MOTION, True)),
             event_clips=bool(merged.get(CONF_EVENT_CLIPS, True)),
+            go2rtc_webrtc_lan=bool(merged.get(CONF_GO2RTC_WEBRTC_LAN, True)),
+            go2rtc_webrtc_port=int(merged[CONF_GO2RTC_WEBRTC_PORT])
+            if merged.get(CONF_GO2RTC_WEBRTC_PORT)
+            else None,
+            go2rtc_candidates=tuple(
+                c.strip()
+                for c in str(merged.get(CONF_GO2RTC_CANDIDATES) or "").split(",")
+                if c.strip()
+            ),
             event_retention_days=int(
                 merged.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS)
             ),

@@ -18,6 +18,7 @@ from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN, MANUFACTURER
+from .engine.go2rtc import Go2RtcEngine
 from .entity import LightNvrCameraEntity
 from .models import CameraConfig
 from .recorder.manager import RecorderManager, StorageStatus
@@ -85,6 +86,8 @@ async def async_setup_entry(
         StorageSensor(runtime.recorder, entry.entry_id, device, description)
         for description in STORAGE_SENSORS
     )
+    if isinstance(runtime.engine, Go2RtcEngine):
+        async_add_entities([Go2RtcRestartsSensor(runtime.engine, entry.entry_id, device)])
 
     def add_camera(camera: CameraConfig) -> None:
         async_add_entities(
@@ -152,3 +155,28 @@ class LastRecordingSensor(LightNvrCameraEntity, SensorEntity):
         """Update whenever the recorder's state changes."""
         await super().async_added_to_hass()
         self.async_on_remove(self._recorder.add_listener(self.async_write_ha_state))
+
+
+class Go2RtcRestartsSensor(SensorEntity):
+    """How often the watchdog had to restart go2rtc since Home Assistant started."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+    _attr_translation_key = "go2rtc_restarts"
+    _attr_state_class = SensorStateClass.TOTAL_INCREASING
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+
+    def __init__(self, engine: Go2RtcEngine, entry_id: str, device: DeviceInfo) -> None:
+        """Create the sensor."""
+        self._engine = engine
+        self._attr_unique_id = f"{entry_id}_go2rtc_restarts"
+        self._attr_device_info = device
+
+    @property
+    def native_value(self) -> int:
+        """Return the restart count."""
+        return self._engine.health.restart_count
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the watchdog."""
+        self.async_on_remove(self._engine.add_listener(self.async_write_ha_state))

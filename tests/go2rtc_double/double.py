@@ -582,16 +582,18 @@ class WebRtcSession:
         aiortc, _, _ = _webrtc_imports()
         if await self.stream.add_consumer(self.consumer) is None:
             raise RuntimeError("streams: dial: source is offline")
-        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(offer_sdp, "offer"))
-        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
-        if not video:
+        if "m=video " not in offer_sdp:
             raise RuntimeError("streams: codecs not matched")
-        self._mid = video[0].mid or "0"
-        self.pc.addTrack(make_track(self.consumer))
+        # Like go2rtc, answer with the source's codec (H.264) whatever the offer lists first:
+        # aiortc fixes the answer's codecs while applying the offer, so the preference must be
+        # set on a transceiver created before that.
+        transceiver = self.pc.addTransceiver(make_track(self.consumer), direction="sendonly")
         codecs = aiortc.RTCRtpSender.getCapabilities("video").codecs
-        video[0].setCodecPreferences(
+        transceiver.setCodecPreferences(
             [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
         )
+        await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(offer_sdp, "offer"))
+        self._mid = transceiver.mid or "0"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._remote_set = True
         for candidate in self._early:

@@ -79,8 +79,8 @@ async def test_browse_and_play_a_recording(
     ws = await hass_ws_client(hass)
     root = await _browse(ws, "media-source://lightnvr")
     assert root["title"] == "LightNVR"
-    assert [child["title"] for child in root["children"]] == ["Porch"]
-    camera = await _browse(ws, root["children"][0]["media_content_id"])
+    assert [child["title"] for child in root["children"]] == ["Events", "Porch"]
+    camera = await _browse(ws, root["children"][1]["media_content_id"])
     assert len(camera["children"]) == 1  # today
     day = await _browse(ws, camera["children"][0]["media_content_id"])
     segment = day["children"][0]

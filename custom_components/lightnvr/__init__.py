@@ -14,6 +14,7 @@ from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
 from .models import CameraConfig, HubOptions
+from .recorder.clips import ClipManager
 from .recorder.manager import RecorderManager
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 from .views import async_register_views
@@ -56,13 +57,17 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         segment_seconds=options.segment_seconds,
         max_size_gb=options.max_storage_gb or None,
     )
-    runtime = LightNvrRuntime(hass=hass, options=options, engine=engine, recorder=recorder)
+    clips = ClipManager(hass, options.storage_path, retention_days=options.event_retention_days)
+    runtime = LightNvrRuntime(
+        hass=hass, options=options, engine=engine, recorder=recorder, clips=clips
+    )
     try:
         await engine.async_start()
     except Go2RtcStartError as err:  # port taken, not ready in time: HA retries with back-off
         raise ConfigEntryNotReady(f"go2rtc did not start: {err}") from err
     try:
         await recorder.async_start()
+        await clips.async_start()
         await runtime.async_apply_cameras(_wanted_cameras(entry))
     except Exception:
         await runtime.async_stop()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from homeassistant.components.camera import Camera, CameraEntityFeature, WebRTCSendMessage
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant, ServiceResponse, SupportsResponse, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import entity_platform
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+import voluptuous as vol
 from webrtc_models import RTCIceCandidateInit
 
+from .const import DOMAIN
 from .entity import LightNvrCameraEntity
 from .hub import HubState
 from .models import CameraConfig
+from .recorder.clips import ClipError
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
+
+SERVICE_SAVE_CLIP = "save_clip"
+ATTR_DURATION = "duration"
+ATTR_PRE_ROLL = "pre_roll"
 
 
 async def async_setup_entry(
@@ -25,6 +34,19 @@ async def async_setup_entry(
         async_add_entities([LightNvrCamera(runtime, camera)], config_subentry_id=camera.camera_id)
 
     runtime.entity_factories.append(add_camera)
+    entity_platform.async_get_current_platform().async_register_entity_service(
+        SERVICE_SAVE_CLIP,
+        {
+            vol.Optional(ATTR_DURATION, default=30): vol.All(
+                vol.Coerce(float), vol.Range(min=1, max=600)
+            ),
+            vol.Optional(ATTR_PRE_ROLL, default=5): vol.All(
+                vol.Coerce(float), vol.Range(min=0, max=30)
+            ),
+        },
+        "async_save_clip",
+        supports_response=SupportsResponse.OPTIONAL,
+    )
     for camera in runtime.cameras.values():
         add_camera(camera)
 
@@ -70,6 +92,19 @@ class LightNvrCamera(LightNvrCameraEntity, Camera):
     ) -> None:
         """Add a viewer's ICE candidate."""
         await self._engine.async_on_candidate(self._camera.camera_id, session_id, candidate)
+
+    async def async_save_clip(self, duration: float, pre_roll: float) -> ServiceResponse:
+        """Save a clip now (`lightnvr.save_clip`): `pre_roll` of it from before the call."""
+        clips = self._runtime.clips
+        try:
+            path = await clips.async_save_clip(self._camera.camera_id, duration, pre_roll)
+        except ValueError as err:
+            raise ServiceValidationError(str(err)) from err
+        except ClipError as err:
+            raise HomeAssistantError(
+                f"Could not save a clip of {self._camera.name}: {err}"
+            ) from err
+        return {"media_content_id": f"media-source://{DOMAIN}/{clips.relative(path)}"}
 
     @callback
     def close_webrtc_session(self, session_id: str) -> None:

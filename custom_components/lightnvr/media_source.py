@@ -17,6 +17,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN
+from .recorder.clips import EventClip
 from .recorder.storage import Segment
 from .runtime import LightNvrConfigEntry
 from .views import existing_recording, loaded_entry, recording_url
@@ -29,6 +30,28 @@ MIME_TYPE = "video/mp4"
 async def async_get_media_source(hass: HomeAssistant) -> MediaSource:
     """Return LightNVR's media source."""
     return LightNvrMediaSource(hass)
+
+
+EVENTS = "events"  # identifiers of event clips start with this folder name
+
+
+def _directory(identifier: str, title: str) -> BrowseMediaSource:
+    return BrowseMediaSource(
+        domain=DOMAIN,
+        identifier=identifier,
+        media_class=MediaClass.DIRECTORY,
+        media_content_type="",
+        title=title,
+        can_play=False,
+        can_expand=True,
+    )
+
+
+def _clip_title(clip: EventClip) -> str:
+    start = dt_util.as_local(clip.start_time)
+    labels = ", ".join(clip.labels) or ("saved clip" if clip.manual else "event")
+    confidence = f" ({clip.confidence:.0%})" if clip.confidence else ""
+    return f"{start:%H:%M:%S} {labels}{confidence} – {clip.duration:.0f} s"
 
 
 def _segment_title(segment: Segment) -> str:
@@ -69,6 +92,8 @@ class LightNvrMediaSource(MediaSource):
         parts = identifier.split("/") if identifier else []
         if not parts:
             return self._root(entry)
+        if parts[0] == EVENTS:
+            return self._events(entry, parts[1:])
         if len(parts) == 1:
             return self._camera(entry, parts[0])
         if len(parts) == 2:
@@ -102,16 +127,8 @@ class LightNvrMediaSource(MediaSource):
             can_expand=True,
             children_media_class=MediaClass.DIRECTORY,
             children=[
-                BrowseMediaSource(
-                    domain=DOMAIN,
-                    identifier=camera_id,
-                    media_class=MediaClass.DIRECTORY,
-                    media_content_type="",
-                    title=self._camera_title(entry, camera_id),
-                    can_play=False,
-                    can_expand=True,
-                )
-                for camera_id in camera_ids
+                _directory(EVENTS, "Events"),
+                *(_directory(cid, self._camera_title(entry, cid)) for cid in camera_ids),
             ],
         )
 
@@ -169,3 +186,52 @@ class LightNvrMediaSource(MediaSource):
                 for segment in reversed(segments)  # newest first
             ],
         )
+
+    def _events(self, entry: LightNvrConfigEntry, parts: list[str]) -> BrowseMediaSource:
+        """Events → camera → day → clips (newest first)."""
+        clips = entry.runtime_data.clips
+        if not parts:
+            node = _directory(EVENTS, "Events")
+            node.children_media_class = MediaClass.DIRECTORY
+            node.children = [
+                _directory(f"{EVENTS}/{camera_id}", self._camera_title(entry, camera_id))
+                for camera_id in clips.cameras()
+            ]
+            return node
+        camera_id = parts[0]
+        title = f"Events – {self._camera_title(entry, camera_id)}"
+        if len(parts) == 1:
+            days = clips.days(camera_id)
+            if not days:
+                raise BrowseError(f"No events of {camera_id}")
+            node = _directory(f"{EVENTS}/{camera_id}", title)
+            node.children_media_class = MediaClass.DIRECTORY
+            node.children = [
+                _directory(f"{EVENTS}/{camera_id}/{day.isoformat()}", day.isoformat())
+                for day in reversed(days)
+            ]
+            return node
+        if len(parts) != 2:
+            raise BrowseError(f"Unknown item: {'/'.join(parts)}")
+        try:
+            day = date.fromisoformat(parts[1])
+        except ValueError as err:
+            raise BrowseError(f"Unknown day: {parts[1]}") from err
+        found = clips.clips(camera_id, day)
+        if not found:
+            raise BrowseError(f"No events of {camera_id} on {day}")
+        node = _directory(f"{EVENTS}/{camera_id}/{day.isoformat()}", f"{title} – {day}")
+        node.children_media_class = MediaClass.VIDEO
+        node.children = [
+            BrowseMediaSource(
+                domain=DOMAIN,
+                identifier=clips.relative(clip.path),
+                media_class=MediaClass.VIDEO,
+                media_content_type=MIME_TYPE,
+                title=_clip_title(clip),
+                can_play=True,
+                can_expand=False,
+            )
+            for clip in reversed(found)
+        ]
+        return node

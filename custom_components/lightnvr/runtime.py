@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import logging
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .const import DOMAIN
-from .detection.events import DetectionEvents, DetectionHook
+from .detection.events import DetectionEvents
 from .detection.pipeline import DetectionOptions, DetectionPipeline
 from .engine.base import StreamEngine
 from .hub import StreamHub
 from .models import CameraConfig, HubOptions
+from .recorder.clips import ClipError, ClipManager
 from .recorder.manager import RecorderManager
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,14 +42,13 @@ class LightNvrRuntime:
     options: HubOptions
     engine: StreamEngine
     recorder: RecorderManager
+    clips: ClipManager
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     # One per entity platform: creates that platform's entities for a camera.
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
     detection: dict[str, DetectionPipeline] = field(default_factory=dict)
     substream_hubs: dict[str, StreamHub] = field(default_factory=dict)
     detection_events: dict[str, DetectionEvents] = field(default_factory=dict)
-    # Told about detections starting and ending (event clips use it).
-    detection_hook: DetectionHook | None = None
     stopped: bool = False
 
     def detection_options(self, camera: CameraConfig) -> DetectionOptions:
@@ -85,10 +86,29 @@ class LightNvrRuntime:
         )
 
     def _on_detection(
-        self, label: str, started: bool, data: dict[str, object], snapshot: bytes | None
+        self,
+        camera_id: str,
+        label: str,
+        started: bool,
+        data: dict[str, Any],
+        snapshot: bytes | None,
     ) -> None:
-        if self.detection_hook is not None:
-            self.detection_hook(label, started, data, snapshot)
+        """Start or end the event clip of a detection (pre-roll comes from memory)."""
+        if not self.options.event_clips:
+            return
+        try:
+            if started:
+                self.clips.async_trigger(
+                    camera_id,
+                    label,
+                    confidence=data.get("confidence"),
+                    box=data.get("box"),
+                    snapshot=snapshot,
+                )
+            else:
+                self.clips.async_release(camera_id, label)
+        except ClipError as err:
+            _LOGGER.warning("No event clip for %s: %s", label, err)
 
     async def _async_stop_detection(self, camera_id: str) -> None:
         if (events := self.detection_events.pop(camera_id, None)) is not None:
@@ -102,6 +122,7 @@ class LightNvrRuntime:
         """Start a camera and its recorder, and create its entities on every loaded platform."""
         hub = await self.engine.async_add_camera(camera)
         await self.recorder.async_add_camera(camera, hub, retention_days=camera.retention_days)
+        await self.clips.async_add_camera(camera.camera_id, hub)
         if camera.detect_motion:
             await self._async_start_detection(camera, hub)
         self.cameras[camera.camera_id] = camera
@@ -114,6 +135,7 @@ class LightNvrRuntime:
             return
         async_dispatcher_send(self.hass, camera_removed_signal(camera_id))
         await self._async_stop_detection(camera_id)
+        await self.clips.async_remove_camera(camera_id)
         await self.recorder.async_remove_camera(camera_id)
         await self.engine.async_remove_camera(camera_id)
 
@@ -124,6 +146,7 @@ class LightNvrRuntime:
         self.stopped = True
         for camera_id in list(self.detection):
             await self._async_stop_detection(camera_id)
+        await self.clips.async_stop()
         await self.recorder.async_stop()
         await self.engine.async_stop()
 

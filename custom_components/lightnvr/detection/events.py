@@ -22,8 +22,9 @@ from .pipeline import DetectionPipeline, MotionUpdate, ObjectEvent
 
 _LOGGER = logging.getLogger(__name__)
 
-# Called when a detection starts or ends: (label, started, event data) — e.g. event clips.
-type DetectionHook = Callable[[str, bool, dict[str, Any], bytes | None], None]
+# Called when a detection starts or ends: (camera id, label, started, event data, snapshot JPEG)
+# — event clips start and stop with it.
+type DetectionHook = Callable[[str, str, bool, dict[str, Any], bytes | None], None]
 
 
 def box_dict(box: Box | None) -> dict[str, float] | None:
@@ -80,17 +81,17 @@ class DetectionEvents:
         if update.motion:
             self._hass.bus.async_fire(EVENT_DETECTION, data)
         if self._hook is not None:
-            self._hook(LABEL_MOTION, update.motion, data, None)
+            self._hook(self._camera_id, LABEL_MOTION, update.motion, data, None)
 
     @callback
     def _on_object(self, event: ObjectEvent) -> None:
         data = self._event(event.label, event.confidence, event.box, event.time)
         self._hass.bus.async_fire(EVENT_DETECTION, data)
         if self._hook is not None:
-            self._hook(event.label, True, data, event.snapshot.data)
+            self._hook(self._camera_id, event.label, True, data, event.snapshot.data)
 
     @callback
     def _on_label(self, update: Any) -> None:
         # A label that is no longer seen ends its clip (its start came with the ObjectEvent).
         if not update.detected and self._hook is not None:
-            self._hook(update.label, False, {}, None)
+            self._hook(self._camera_id, update.label, False, {}, None)

@@ -114,7 +114,7 @@ class RecorderManager:
         self._started = False
         self._cancel_timer: CALLBACK_TYPE | None = None
         self._retention_lock = asyncio.Lock()
-        self._retention_pending = False
+        self._retention_tasks: set[asyncio.Task[RetentionResult | None]] = set()
         self._notify_pending = False
 
         self._listeners: list[Callable[[], None]] = []
@@ -163,6 +163,8 @@ class RecorderManager:
         await asyncio.gather(
             *(self._hass.async_add_executor_job(segmenter.stop) for segmenter in segmenters)
         )
+        if self._retention_tasks:  # started after a write error: let them end
+            await asyncio.gather(*self._retention_tasks, return_exceptions=True)
         async with self._retention_lock:  # let a running retention pass end
             pass
         ir.async_delete_issue(self._hass, DOMAIN, ISSUE_STORAGE_FULL)
@@ -280,7 +282,10 @@ class RecorderManager:
         )
 
     def resolve(self, relative: str) -> Path:
-        """Return the real path of a recording from a relative path (raises UnsafePathError)."""
+        """Return the real path of a recording from a relative path (raises UnsafePathError).
+
+        Blocking (it resolves symlinks on disk): call it in an executor.
+        """
         return resolve_inside(self.layout.root, relative)
 
     # ----- listeners ------------------------------------------------------------------------------
@@ -343,7 +348,9 @@ class RecorderManager:
             for segmenter in self._segmenters.values()
         ):
             # A write failed (most likely the disk filled up between two runs): make room now.
-            self._hass.async_create_task(self.async_run_retention(), eager_start=False)
+            task = self._hass.async_create_task(self.async_run_retention(), eager_start=False)
+            self._retention_tasks.add(task)
+            task.add_done_callback(self._retention_tasks.discard)
         self._async_notify()
 
     @callback
@@ -372,8 +379,8 @@ class RecorderManager:
         await self.async_run_retention()
 
     async def async_run_retention(self) -> RetentionResult | None:
-        """Apply retention now (off the loop); None if a run is already going on."""
-        if self._retention_lock.locked():
+        """Apply retention now (off the loop); None if one is running or the manager is not."""
+        if self._retention_lock.locked() or not self._started:
             return None
         async with self._retention_lock:
             policy = self._policy()

@@ -4,8 +4,9 @@ One thread per camera reads the camera's StreamHub (a thread subscriber: the rec
 opens a connection of its own) and muxes the packets with PyAV, never decoding them:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
-  keyframe and lasts at most `fragment_seconds`, and every finished fragment is handed to the
-  operating system at once, so a crash or a kill loses at most the fragment being built.
+  keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is handed
+  to the operating system within one batch interval (0.25 s), so a crash or a kill loses at
+  most the fragment being built: less than 2 s.
 - **Segments** of `segment_seconds`, cut on the first keyframe after that length, so every file
   starts with a keyframe and plays on its own. A new connection to the camera (a new
   `MediaPacket.generation`) starts a new segment: the gap stays visible between two files
@@ -49,9 +50,11 @@ from .storage import Segment, StorageLayout, recover_part
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SECONDS = 60.0
-DEFAULT_FRAGMENT_SECONDS = 2.0
-# About 25 s of a 25 fps camera with audio: room for a slow disk to catch up before packets are
-# lost (and counted). Queued packets are shared with the other consumers, not copied.
+# A fragment is cut at every keyframe and at the latest after this long, so that a crash loses at
+# most this much plus one batch interval (< 2 s) even with cameras sending long GOPs.
+DEFAULT_FRAGMENT_SECONDS = 1.5
+# About 80 s of a 25 fps camera (28 s with AAC audio): room for a slow disk to catch up before
+# packets are lost (and counted). Queued packets are shared with other consumers, not copied.
 DEFAULT_QUEUE_PACKETS = 2048
 
 PAUSE_STORAGE_FULL = "storage_full"
@@ -63,6 +66,10 @@ VIDEO_CODECS = frozenset({"h264", "hevc"})
 AUDIO_CODECS = frozenset({"aac"})
 
 _POLL_SECONDS = 0.5  # how often an idle thread looks at its control flags
+# The thread wakes up this often and writes everything queued meanwhile, instead of waking up
+# for every packet: on these machines a thread wake-up costs more CPU than muxing a packet.
+# It adds at most this much to the time a finished fragment takes to reach the disk.
+_BATCH_SECONDS = 0.25
 _IDLE_FINISH_SECONDS = 8.0  # no packet for this long: the camera is gone, finish the file
 _RESUBSCRIBE_SECONDS = 1.0
 _WRITE_RETRY_SECONDS = 10.0
@@ -425,7 +432,7 @@ class _FragmentSink:
 # ----- one segment being written ----------------------------------------------------------------
 
 
-class _SegmentWriter:
+class SegmentWriter:
     """One open `.mp4.part`: streams set up from StreamInfo, packets muxed as they come."""
 
     def __init__(
@@ -578,6 +585,10 @@ class _SegmentWriter:
             self._sink.close()
 
 
+# Kept for modules written against the earlier private name.
+_SegmentWriter = SegmentWriter
+
+
 # ----- parameter sets ---------------------------------------------------------------------------
 
 
@@ -620,9 +631,6 @@ def video_extradata(info: StreamInfo, keyframe: bytes) -> bytes | None:
     if not extradata and keyframe.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
         extradata = parameter_sets_from_keyframe(info.video_codec, keyframe) or None
     return extradata
-
-
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
 def adts_header_length(data: bytes) -> int:
@@ -688,7 +696,7 @@ class Segmenter:
         self._retry_at = 0.0
         self._resubscribe_at = 0.0
 
-        self._writer: _SegmentWriter | None = None
+        self._writer: SegmentWriter | None = None
         self._generation: int | None = None
         self._video_clock = TimestampRepair(None)
         self._audio_clock = TimestampRepair(None)
@@ -699,6 +707,8 @@ class Segmenter:
         self._seconds_per_tick = 0.0
         self._unsupported: str | None = None
         self._last_packet_at = 0.0
+        self._last_received = 0.0  # arrival stamp of the newest packet handled
+        self._last_packet: MediaPacket | None = None
         self._unsupported_logged: set[str] = set()
 
         self._segments_written = 0
@@ -851,13 +861,18 @@ class Segmenter:
                 if queue is None:
                     continue
                 try:
-                    packet = queue.get(timeout=_POLL_SECONDS)
+                    packet = queue.get(timeout=0)
                 except EOFError:
                     self._on_queue_closed()
                     continue
                 self._count_drops(queue)
                 if packet is None:
+                    if self._stopping.is_set():
+                        self._on_queue_closed()  # drained: the end
+                        continue
                     self._on_idle()
+                    self._wake.wait(_BATCH_SECONDS)
+                    self._wake.clear()
                     continue
                 self._last_packet_at = time.monotonic()
                 self._handle(packet)
@@ -921,6 +936,12 @@ class Segmenter:
     def _handle(self, packet: MediaPacket) -> None:
         if packet.generation != self._generation:
             self._new_generation(packet.generation)
+        elif packet.received < self._last_received or packet is self._last_packet:
+            # Seen already: a new subscription (after off/on or a pause) starts with the hub's
+            # cached group of pictures, which may overlap what was written before.
+            return
+        self._last_received = packet.received
+        self._last_packet = packet
         try:
             if packet.kind == "video":
                 self._handle_video(packet)
@@ -973,7 +994,7 @@ class Segmenter:
                 return
         self._write_video(writer, packet, dts, pts)
 
-    def _write_video(self, writer: _SegmentWriter, packet: MediaPacket, dts: int, pts: int) -> None:
+    def _write_video(self, writer: SegmentWriter, packet: MediaPacket, dts: int, pts: int) -> None:
         origin = self._segment_origin
         writer.write_video(
             packet.data, dts - origin, pts - origin, packet.keyframe, self._video_clock.step
@@ -1021,8 +1042,8 @@ class Segmenter:
         return info.audio_extradata or self._audio_extradata
 
     def _open(
-        self, packet: MediaPacket, dts: int, previous: _SegmentWriter | None = None
-    ) -> _SegmentWriter | None:
+        self, packet: MediaPacket, dts: int, previous: SegmentWriter | None = None
+    ) -> SegmentWriter | None:
         info = self._source.info
         if info is None or info.generation != packet.generation:
             self._need_keyframe = True  # this connection's details are gone: wait for the next
@@ -1050,7 +1071,7 @@ class Segmenter:
             if abs(continued - arrived) <= _MAX_START_DRIFT_SECONDS:
                 start = continued
         part = self._layout.new_part_path(self.camera_id, start)
-        writer = _SegmentWriter(
+        writer = SegmentWriter(
             part,
             info,
             video_extradata(info, packet.data),
@@ -1066,7 +1087,7 @@ class Segmenter:
         self._notify()
         return writer
 
-    def _deliver_fragments(self, writer: _SegmentWriter) -> None:
+    def _deliver_fragments(self, writer: SegmentWriter) -> None:
         fragments = writer.take_fragments()
         if not fragments or self._on_fragment is None:
             writer.fragments += len(fragments)
@@ -1144,7 +1165,7 @@ class Segmenter:
         self._need_keyframe = True
         self._notify()
 
-    def _salvage(self, writer: _SegmentWriter) -> None:
+    def _salvage(self, writer: SegmentWriter) -> None:
         """Keep the complete fragments of a file that could not be finished normally."""
         if not writer.path.exists():
             return

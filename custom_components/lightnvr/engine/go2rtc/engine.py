@@ -142,6 +142,7 @@ class Go2RtcEngine:
         self._config: Go2RtcConfig | None = None
         self._client: Go2RtcClient | None = None
         self._process: Go2RtcProcess | None = None
+        self._previous_log: list[str] = []  # the last lines of a go2rtc that has died
         self._restart_lock = asyncio.Lock()
         self._unsub_stop: CALLBACK_TYPE | None = None
         # External mode: API base URL without userinfo, credentials apart, restream location.
@@ -264,6 +265,8 @@ class Go2RtcEngine:
             await process.async_start()
         except BaseException:
             self._process = None  # it stopped itself; nothing runs
+            # Keep what it printed: the repair issue shows why go2rtc keeps failing.
+            self._previous_log = process.log_tail() or self._previous_log
             raise
         if process.pid is not None:
             await self._hass.async_add_executor_job(
@@ -481,6 +484,7 @@ class Go2RtcEngine:
             old = self._process
             if old is not None:
                 old.dump_log()  # it failed: show what it said last
+                self._previous_log = old.log_tail() or self._previous_log
                 await old.async_stop()
                 if old.port_conflict is not None:  # it lost a listener after start-up
                     report_port_in_use(self._hass, Go2RtcPortInUseError(*old.port_conflict))
@@ -518,8 +522,9 @@ class Go2RtcEngine:
         return True
 
     def log_tail(self, count: int) -> list[str]:
-        """Return the managed go2rtc's last log lines (redacted)."""
-        return self._process.log_tail(count) if self._process is not None else []
+        """Return the managed go2rtc's last log lines (redacted), or a dead one's."""
+        lines = self._process.log_tail(count) if self._process is not None else []
+        return lines or self._previous_log[-count:]
 
     # ----- live view --------------------------------------------------------------------------
 

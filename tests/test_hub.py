@@ -166,3 +166,28 @@ async def test_thread_subscriber_gets_keyframe_first(hub: StreamHub) -> None:
         queue.get(timeout=1)
     with pytest.raises(EOFError):
         queue.get(timeout=1)
+
+
+async def test_silent_camera_times_out_and_stops_promptly(socket_enabled: None) -> None:
+    """A camera that accepts the connection but never answers: timeout, retry, clean stop."""
+    import socket as socketlib
+
+    silent = socketlib.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing is ever said
+    port = silent.getsockname()[1]
+    hub = StreamHub(
+        "silent",
+        CameraSource(f"rtsp://127.0.0.1:{port}/live"),
+        asyncio.get_running_loop(),
+        read_timeout=1.0,
+        backoff_initial=0.2,
+    )
+    try:
+        hub.start()
+        await _wait(lambda: hub.last_error == "cannot_connect", timeout=20)
+        assert hub.state is HubState.RECONNECTING
+        await asyncio.wait_for(hub.async_stop(), timeout=10)
+        assert not [t for t in threading.enumerate() if t.name == "lightnvr-hub-silent"]
+    finally:
+        silent.close()

@@ -449,11 +449,8 @@ class StreamHub:
 
     def _read_once(self) -> None:
         url = self._source.connect_url()
-        container = av.open(
-            url,
-            options=open_options(url),
-            timeout=(self._open_timeout, self._read_timeout),
-        )
+        # FFmpeg's own socket timeouts, not PyAV's `timeout=` (see open_options).
+        container = av.open(url, options=open_options(url, io_timeout=self._read_timeout))
         try:
             if not container.streams.video:
                 raise SourceError(REASON_NO_VIDEO, "the source has no video stream")

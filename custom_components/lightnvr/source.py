@@ -107,16 +107,24 @@ def validate_url(url: str) -> str:
     return url
 
 
-def open_options(url: str) -> dict[str, str]:
+def open_options(url: str, io_timeout: float | None = None) -> dict[str, str]:
     """FFmpeg demuxer options for a source URL.
 
     RTSP goes over TCP (UDP loses packets on busy networks and does not cross NAT). Probing is cut
     down because cameras send SPS/PPS in-band or in the SDP; the default probe costs ~1 s per open.
+    `io_timeout` (seconds) bounds every connect and read inside FFmpeg itself. Long-running
+    readers use it instead of PyAV's `timeout=`, whose interrupt callback takes the GIL on every
+    socket read: with many cameras in one process that costs several times the demuxing itself.
     """
     options = {"analyzeduration": "500000", "probesize": "500000", "fflags": "nobuffer"}
+    micros = str(int(io_timeout * 1_000_000)) if io_timeout else None
     if url.lower().startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = "tcp"
         options["rtsp_flags"] = "prefer_tcp"
+        if micros:
+            options["timeout"] = micros  # RTSP's socket I/O timeout (connect included)
+    elif micros:
+        options["rw_timeout"] = micros
     return options
 
 

@@ -81,9 +81,12 @@ async def test_browse_and_play_a_recording(
     assert root["title"] == "LightNVR"
     assert [child["title"] for child in root["children"]] == ["Events", "Porch"]
     camera = await _browse(ws, root["children"][1]["media_content_id"])
-    assert len(camera["children"]) == 1  # today
-    day = await _browse(ws, camera["children"][0]["media_content_id"])
-    segment = day["children"][0]
+    assert len(camera["children"]) == 2  # live, today
+    assert camera["children"][0]["title"] == "● Live"  # the live HLS playlist comes first
+    day = await _browse(ws, camera["children"][1]["media_content_id"])
+    assert day["children"][0]["title"] == "▶ Whole day"
+    whole_day = day["children"][0]
+    segment = next(c for c in day["children"] if c["media_content_type"] == "video/mp4")
     assert segment["can_play"]
     assert segment["media_class"] == "video"
     assert " – " in segment["title"]  # a time range
@@ -112,6 +115,20 @@ async def test_browse_and_play_a_recording(
     ranged = await client.get(url, headers={"Range": "bytes=100-199"})
     assert ranged.status == 206
     assert await ranged.read() == body[100:200]
+
+    # The whole day plays as one HLS playlist (HA signs its URL like any other).
+    await ws.send_json_auto_id(
+        {"type": "media_source/resolve_media", "media_content_id": whole_day["media_content_id"]}
+    )
+    resolved = await ws.receive_json()
+    assert resolved["success"], resolved
+    assert resolved["result"]["mime_type"] == "application/vnd.apple.mpegurl"
+    playlist = await client.get(resolved["result"]["url"])
+    assert playlist.status == 200
+    text = await playlist.text()
+    assert text.startswith("#EXTM3U")
+    assert "#EXT-X-ENDLIST" in text
+    assert "#EXT-X-PROGRAM-DATE-TIME" in text
 
 
 async def test_recordings_view_refuses_unauthenticated_and_escapes(

@@ -13,6 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
+from .hls import async_register_hls_views
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipManager
 from .recorder.manager import RecorderManager
@@ -33,6 +34,7 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the HTTP views once (they look up the loaded hub on each request)."""
     async_register_views(hass)
+    async_register_hls_views(hass)
     return True
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 import logging
+import math
 
 from homeassistant.components.media_player import BrowseError, MediaClass
 from homeassistant.components.media_source import (
@@ -17,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN
+from .hls import live_playlist_path, vod_playlist_path
 from .recorder.clips import EventClip
 from .recorder.storage import Segment
 from .runtime import LightNvrConfigEntry
@@ -33,6 +35,40 @@ async def async_get_media_source(hass: HomeAssistant) -> MediaSource:
 
 
 EVENTS = "events"  # identifiers of event clips start with this folder name
+LIVE = "live"  # `live/<camera>`: the camera's live HLS playlist
+VOD = "vod"  # `vod/<camera>/<start>-<end>` (epoch seconds): recordings as one HLS playlist
+HLS_MIME_TYPE = "application/vnd.apple.mpegurl"
+
+
+def _playable(identifier: str, title: str) -> BrowseMediaSource:
+    return BrowseMediaSource(
+        domain=DOMAIN,
+        identifier=identifier,
+        media_class=MediaClass.VIDEO,
+        media_content_type=HLS_MIME_TYPE,
+        title=title,
+        can_play=True,
+        can_expand=False,
+    )
+
+
+def _day_playlists(camera_id: str, segments: list[Segment]) -> list[BrowseMediaSource]:
+    """Return a whole-day item, then one per hour with recordings (each one HLS playlist)."""
+    items = [
+        _playable(
+            f"{VOD}/{camera_id}/{int(segments[0].start)}-{math.ceil(segments[-1].end)}",
+            "▶ Whole day",
+        )
+    ]
+    hours: dict[datetime, list[Segment]] = {}
+    for segment in segments:
+        local = dt_util.as_local(segment.start_time).replace(minute=0, second=0, microsecond=0)
+        hours.setdefault(local, []).append(segment)
+    for hour, parts in sorted(hours.items(), reverse=True):
+        start = max(parts[0].start, hour.timestamp())
+        end = min(math.ceil(parts[-1].end), int((hour + timedelta(hours=1)).timestamp()))
+        items.append(_playable(f"{VOD}/{camera_id}/{int(start)}-{end}", f"▶ {hour:%H}:00 hour"))
+    return items
 
 
 def _directory(identifier: str, title: str) -> BrowseMediaSource:
@@ -77,10 +113,26 @@ class LightNvrMediaSource(MediaSource):
         return entry
 
     async def async_resolve_media(self, item: MediaSourceItem) -> PlayMedia:
-        """Return the recording's URL (HA signs it for the player)."""
+        """Return the recording's URL, or an HLS playlist's (HA signs it for the player)."""
         entry = loaded_entry(self.hass)
         if entry is None or not item.identifier:
             raise Unresolvable("LightNVR is not loaded")
+        kind, _, rest = item.identifier.partition("/")
+        if kind == LIVE and rest in entry.runtime_data.cameras:
+            return PlayMedia(live_playlist_path(rest), HLS_MIME_TYPE)
+        if kind == VOD:
+            camera_id, _, span = rest.partition("/")
+            start, _, end = span.partition("-")
+            if not (start.isdigit() and end.isdigit()) or int(start) >= int(end):
+                raise Unresolvable(f"Bad time range: {item.identifier}")
+            return PlayMedia(
+                vod_playlist_path(
+                    camera_id,
+                    datetime.fromtimestamp(int(start), UTC),
+                    datetime.fromtimestamp(int(end), UTC),
+                ),
+                HLS_MIME_TYPE,
+            )
         if await existing_recording(self.hass, entry, item.identifier) is None:
             raise Unresolvable(f"No such recording: {item.identifier}")
         return PlayMedia(recording_url(item.identifier), MIME_TYPE)
@@ -136,56 +188,41 @@ class LightNvrMediaSource(MediaSource):
         days = entry.runtime_data.recorder.index.days(camera_id)
         if not days and camera_id not in entry.runtime_data.cameras:
             raise BrowseError(f"Unknown camera: {camera_id}")
-        return BrowseMediaSource(
-            domain=DOMAIN,
-            identifier=camera_id,
-            media_class=MediaClass.DIRECTORY,
-            media_content_type="",
-            title=self._camera_title(entry, camera_id),
-            can_play=False,
-            can_expand=True,
-            children_media_class=MediaClass.DIRECTORY,
-            children=[
-                BrowseMediaSource(
-                    domain=DOMAIN,
-                    identifier=f"{camera_id}/{day.isoformat()}",
-                    media_class=MediaClass.DIRECTORY,
-                    media_content_type="",
-                    title=day.isoformat(),
-                    can_play=False,
-                    can_expand=True,
-                )
-                for day in reversed(days)  # newest day first
-            ],
-        )
+        children: list[BrowseMediaSource] = []
+        if camera_id in entry.runtime_data.cameras:
+            children.append(_playable(f"{LIVE}/{camera_id}", "● Live"))
+        children += [  # newest day first
+            _directory(f"{camera_id}/{day.isoformat()}", day.isoformat()) for day in reversed(days)
+        ]
+        node = _directory(camera_id, self._camera_title(entry, camera_id))
+        node.children_media_class = MediaClass.DIRECTORY
+        node.children = children
+        return node
 
     def _day(self, entry: LightNvrConfigEntry, camera_id: str, day: date) -> BrowseMediaSource:
         recorder = entry.runtime_data.recorder
         segments = recorder.index.segments(camera_id, day)
         if not segments:
             raise BrowseError(f"No recordings of {camera_id} on {day}")
-        return BrowseMediaSource(
-            domain=DOMAIN,
-            identifier=f"{camera_id}/{day.isoformat()}",
-            media_class=MediaClass.DIRECTORY,
-            media_content_type="",
-            title=f"{self._camera_title(entry, camera_id)} – {day.isoformat()}",
-            can_play=False,
-            can_expand=True,
-            children_media_class=MediaClass.VIDEO,
-            children=[
-                BrowseMediaSource(
-                    domain=DOMAIN,
-                    identifier=recorder.layout.relative(segment.path),
-                    media_class=MediaClass.VIDEO,
-                    media_content_type=MIME_TYPE,
-                    title=_segment_title(segment),
-                    can_play=True,
-                    can_expand=False,
-                )
-                for segment in reversed(segments)  # newest first
-            ],
+        files = [
+            BrowseMediaSource(
+                domain=DOMAIN,
+                identifier=recorder.layout.relative(segment.path),
+                media_class=MediaClass.VIDEO,
+                media_content_type=MIME_TYPE,
+                title=_segment_title(segment),
+                can_play=True,
+                can_expand=False,
+            )
+            for segment in reversed(segments)  # newest first
+        ]
+        node = _directory(
+            f"{camera_id}/{day.isoformat()}",
+            f"{self._camera_title(entry, camera_id)} – {day.isoformat()}",
         )
+        node.children_media_class = MediaClass.VIDEO
+        node.children = [*_day_playlists(camera_id, segments), *files]
+        return node
 
     def _events(self, entry: LightNvrConfigEntry, parts: list[str]) -> BrowseMediaSource:
         """Events → camera → day → clips (newest first)."""

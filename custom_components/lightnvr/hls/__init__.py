@@ -1,0 +1,27 @@
+"""HLS served by Home Assistant itself: live playlists per camera and recorded (VOD) playlists.
+
+- `playlist`: pure rendering of live and VOD media playlists.
+- `live`: live segments from the recorder's fragments, or from an on-demand in-memory muxer.
+- `vod`: the fragment index of finished recordings, and the shared wall-clock timeline.
+- `views`: the HTTP views under /api/lightnvr/hls/…, behind HA auth with signed URLs.
+"""
+
+from __future__ import annotations
+
+from .views import (
+    HLS_URL,
+    HlsRegistry,
+    HlsService,
+    async_register_hls_views,
+    live_playlist_path,
+    vod_playlist_path,
+)
+
+__all__ = [
+    "HLS_URL",
+    "HlsRegistry",
+    "HlsService",
+    "async_register_hls_views",
+    "live_playlist_path",
+    "vod_playlist_path",
+]

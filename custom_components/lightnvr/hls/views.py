@@ -1,0 +1,568 @@
+"""HLS over Home Assistant's web server: live and recorded playlists, behind HA auth.
+
+URLs (every view `requires_auth`; a player that cannot send a header uses HA-signed URLs)::
+
+    /api/lightnvr/hls/<camera>/live.m3u8                 live playlist (sliding window)
+    /api/lightnvr/hls/<camera>/live/init/<id>.mp4         its init sections
+    /api/lightnvr/hls/<camera>/live/<sequence>.m4s        its media segments
+    /api/lightnvr/hls/<camera>/vod.m3u8?start=…&end=…     recorded playlist (ISO 8601 or epoch)
+    /api/lightnvr/hls/<camera>/vod/<start>-<end>.m3u8     the same, epoch seconds in the path
+    /api/lightnvr/hls/<camera>/vod/<day>/<file>.mp4       a recording, byte ranges on the
+                                                          playlists' shared timeline
+
+Players send no auth header for the URLs inside a playlist, so each is signed with
+`async_sign_path` for the user who asked for the playlist (live: minutes, as the playlist is
+fetched again every few seconds; VOD: a day, long enough to scrub through). HA's auth
+middleware turns a missing, bad or expired signature into 401 before any view runs; the views
+answer 404 for an unknown camera or anything that does not resolve inside the storage root.
+
+The per-entry state (live windows, muxer threads, the fragment index) is an `HlsService`,
+created on the first request for a loaded hub entry and stopped when that entry unloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+import functools
+from http import HTTPStatus
+import logging
+import math
+from pathlib import Path
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import hdrs, web
+from homeassistant.components.http import KEY_HASS_REFRESH_TOKEN_ID, HomeAssistantView
+from homeassistant.components.http.auth import async_sign_path
+from homeassistant.config_entries import (
+    SIGNAL_CONFIG_ENTRY_CHANGED,
+    ConfigEntry,
+    ConfigEntryChange,
+    ConfigEntryState,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.util import dt as dt_util
+from homeassistant.util.hass_dict import HassKey
+
+from ..const import DOMAIN
+from ..recorder.storage import Segment, UnsafePathError, valid_camera_id
+from .live import LiveCamera, LiveHls
+from .playlist import ByteRange, InitRef, PlaylistSegment, render_live_playlist, render_vod_playlist
+from .vod import FileIndex, FragmentCache, NotFragmentedError, vod_chunks
+
+if TYPE_CHECKING:
+    from ..runtime import LightNvrConfigEntry, LightNvrRuntime
+
+_LOGGER = logging.getLogger(__name__)
+
+HLS_URL = "/api/lightnvr/hls"
+CONTENT_TYPE_PLAYLIST = "application/vnd.apple.mpegurl"
+CONTENT_TYPE_INIT = "video/mp4"
+CONTENT_TYPE_SEGMENT = "video/iso.segment"
+LIVE_SIGN_EXPIRY = timedelta(minutes=5)
+VOD_SIGN_EXPIRY = timedelta(hours=24)
+VOD_TARGET_SECONDS = 2.0
+VOD_MAX_RANGE = timedelta(days=2)
+_FILE_CHUNK = 1 << 20  # bytes read (and retimed) per executor job when serving a recording
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAME_RE = re.compile(r"^[0-9_-]+\.mp4$")
+_CAMERA = r"{camera_id:[A-Za-z0-9_.-]+}"
+
+
+def live_playlist_path(camera_id: str) -> str:
+    """Return the (unsigned) path of a camera's live playlist."""
+    return f"{HLS_URL}/{camera_id}/live.m3u8"
+
+
+def vod_playlist_path(camera_id: str, start: datetime, end: datetime) -> str:
+    """Return the (unsigned) path of a camera's recorded playlist from `start` to `end`.
+
+    The range is in the path, not the query: HA's media-source resolver signs only URLs
+    without a query string.
+    """
+    first = math.floor(start.timestamp())
+    last = math.ceil(end.timestamp())
+    return f"{HLS_URL}/{camera_id}/vod/{first}-{last}.m3u8"
+
+
+def _vod_file_path(camera_id: str, relative: str) -> str:
+    """Return the path of a recording for the VOD views, from its path under the root."""
+    day, name = relative.split("/")[-2:]
+    return f"{HLS_URL}/{camera_id}/vod/{day}/{name}"
+
+
+# ----- per-entry state --------------------------------------------------------------------------
+
+
+class HlsService:
+    """Everything HLS keeps for one loaded hub entry."""
+
+    def __init__(self, hass: HomeAssistant, runtime: LightNvrRuntime) -> None:
+        """Create the service; `async_start` hooks it to the recorder."""
+        self.hass = hass
+        self.runtime = runtime
+        self.live = LiveHls(hass, runtime)
+        self.fragments = FragmentCache()
+
+    @callback
+    def async_start(self) -> None:
+        """Start following the recorder."""
+        self.live.async_start()
+
+    async def async_stop(self) -> None:
+        """Stop every live stream and join every thread."""
+        await self.live.async_stop()
+
+
+class HlsRegistry:
+    """Finds (and creates) the HlsService of the loaded hub entry for the views."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        """Create an empty registry."""
+        self.hass = hass
+        self._services: dict[str, HlsService] = {}
+
+    @callback
+    def async_follow_entries(self) -> Callable[[], None]:
+        """Create the service as soon as a hub entry is loaded; return a remover.
+
+        Started with the entry, the service remembers the recorder's newest fragments from
+        the beginning, so even the first live request gets a playlist with segments at once.
+        """
+
+        @callback
+        def _changed(change: ConfigEntryChange, entry: ConfigEntry) -> None:
+            if entry.domain == DOMAIN and entry.state is ConfigEntryState.LOADED:
+                self.service()
+
+        return async_dispatcher_connect(self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, _changed)
+
+    @callback
+    def service(self) -> HlsService | None:
+        """Return the service of the loaded hub entry, or None when none is loaded."""
+        entries: list[LightNvrConfigEntry] = self.hass.config_entries.async_loaded_entries(DOMAIN)
+        if not entries:
+            return None
+        entry = entries[0]
+        if entry.state is not ConfigEntryState.LOADED:
+            return None
+        service = self._services.get(entry.entry_id)
+        if service is not None and service.runtime is entry.runtime_data:
+            return service
+        service = HlsService(self.hass, entry.runtime_data)
+        service.async_start()
+        self._services[entry.entry_id] = service
+        # Runs after the entry's own unload (hubs already stopped, so the muxer threads are
+        # ending by themselves): stop timers and join the threads.
+        entry.async_on_unload(functools.partial(self._async_unload, entry.entry_id, service))
+        return service
+
+    async def _async_unload(self, entry_id: str, service: HlsService) -> None:
+        if self._services.get(entry_id) is service:
+            del self._services[entry_id]
+        await service.async_stop()
+
+
+# The views live for the whole HA run, so their registry does too (not per entry).
+DATA_HLS_REGISTRY: HassKey[HlsRegistry] = HassKey(f"{DOMAIN}_hls_registry")
+
+
+@callback
+def async_register_hls_views(hass: HomeAssistant) -> HlsRegistry:
+    """Register the HLS views once per HA run (idempotent); return their registry."""
+    if (existing := hass.data.get(DATA_HLS_REGISTRY)) is not None:
+        return existing
+    registry = hass.data[DATA_HLS_REGISTRY] = HlsRegistry(hass)
+    registry.async_follow_entries()  # lives as long as the views: the whole HA run
+    for view in (
+        LivePlaylistView,
+        LiveInitView,
+        LiveSegmentView,
+        VodPlaylistView,
+        VodFileView,
+    ):
+        hass.http.register_view(view(registry))
+    return registry
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+
+
+def _signer(hass: HomeAssistant, request: web.Request, expiry: timedelta) -> Callable[[str], str]:
+    """Return a function signing paths for the user behind `request` (memoised per path)."""
+    token_id: str | None = request.get(KEY_HASS_REFRESH_TOKEN_ID)
+    signed: dict[str, str] = {}
+
+    def sign(path: str) -> str:
+        if path not in signed:
+            signed[path] = async_sign_path(hass, path, expiry, refresh_token_id=token_id)
+        return signed[path]
+
+    return sign
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Return [start, end) of a single `bytes=` range; None to send the whole body.
+
+    Other units, several ranges and malformed headers are ignored (the whole body is a valid
+    answer to them). Raises ValueError when the range cannot be satisfied (answered with 416).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or "," in spec or not dash:
+        return None
+    if not first:
+        if not last.isdigit():
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise ValueError("range not satisfiable")
+        return max(0, size - suffix), size
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    if start >= size:
+        raise ValueError("range not satisfiable")
+    end = int(last) + 1 if last else size
+    if end <= start:
+        return None
+    return start, min(end, size)
+
+
+def _bytes_response(
+    request: web.Request, data: bytes, content_type: str, cache: str
+) -> web.Response:
+    """Answer with `data`, or the part of it a Range header asks for."""
+    headers = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache,
+        hdrs.ACCEPT_RANGES: "bytes",
+    }
+    try:
+        wanted = parse_range(request.headers.get(hdrs.RANGE), len(data))
+    except ValueError:
+        headers[hdrs.CONTENT_RANGE] = f"bytes */{len(data)}"
+        return web.Response(status=HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, headers=headers)
+    if wanted is None:
+        return web.Response(body=data, headers=headers)
+    start, end = wanted
+    headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{len(data)}"
+    return web.Response(status=HTTPStatus.PARTIAL_CONTENT, body=data[start:end], headers=headers)
+
+
+def parse_time(value: str) -> float:
+    """Return epoch seconds from epoch seconds or ISO 8601 (no zone: HA's time zone)."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parsed = dt_util.parse_datetime(value)
+    if parsed is None:
+        raise ValueError(f"not a time: {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt_util.get_default_time_zone())
+    return parsed.timestamp()
+
+
+class _HlsView(HomeAssistantView):
+    requires_auth = True
+
+    def __init__(self, registry: HlsRegistry) -> None:
+        self.registry = registry
+        self.hass = registry.hass
+
+    def _service(self, camera_id: str) -> HlsService:
+        service = self.registry.service()
+        if service is None or not valid_camera_id(camera_id):
+            raise web.HTTPNotFound
+        return service
+
+    def _live_camera(self, camera_id: str) -> tuple[HlsService, LiveCamera]:
+        service = self._service(camera_id)
+        if not service.live.known(camera_id):
+            raise web.HTTPNotFound
+        camera = service.live.camera(camera_id)
+        camera.touch()
+        return service, camera
+
+
+# ----- live -------------------------------------------------------------------------------------
+
+
+class LivePlaylistView(_HlsView):
+    """The live media playlist of a camera."""
+
+    url = f"{HLS_URL}/{_CAMERA}/live.m3u8"
+    name = "api:lightnvr:hls:live"
+
+    async def get(self, request: web.Request, camera_id: str) -> web.Response:
+        """Start the camera's live HLS if needed; list its newest segments."""
+        service = self._service(camera_id)
+        if not service.live.known(camera_id):
+            raise web.HTTPNotFound
+        window = await service.live.async_window(camera_id)
+        if not window.segments:
+            return web.Response(
+                status=HTTPStatus.SERVICE_UNAVAILABLE,
+                text="No video from this camera yet",
+                headers={hdrs.RETRY_AFTER: "2", hdrs.CACHE_CONTROL: "no-cache"},
+            )
+        sign = _signer(self.hass, request, LIVE_SIGN_EXPIRY)
+        base = f"{HLS_URL}/{camera_id}/live"
+        segments = [
+            PlaylistSegment(
+                uri=sign(f"{base}/{segment.sequence}.m4s"),
+                duration=segment.duration,
+                start=segment.start,
+                init=InitRef(
+                    uri=sign(f"{base}/init/{segment.init.init_id}.mp4"),
+                    key=str(segment.init.init_id),
+                ),
+                discontinuity=segment.discontinuity,
+                independent=segment.independent,
+            )
+            for segment in window.segments
+        ]
+        body = render_live_playlist(
+            segments,
+            media_sequence=window.media_sequence,
+            discontinuity_sequence=window.discontinuity_sequence,
+            target=window.target,
+        )
+        return web.Response(
+            text=body,
+            headers={
+                hdrs.CONTENT_TYPE: CONTENT_TYPE_PLAYLIST,
+                hdrs.CACHE_CONTROL: "no-cache",
+            },
+        )
+
+
+class LiveInitView(_HlsView):
+    """An init section of a live playlist."""
+
+    url = f"{HLS_URL}/{_CAMERA}/live/init/{{init_id:[0-9]+}}.mp4"
+    name = "api:lightnvr:hls:live:init"
+
+    async def get(self, request: web.Request, camera_id: str, init_id: str) -> web.Response:
+        """Return the init section."""
+        service, camera = self._live_camera(camera_id)
+        init = camera.init(int(init_id))
+        data = await service.live.async_init_bytes(init) if init is not None else None
+        if data is None:
+            raise web.HTTPNotFound
+        return _bytes_response(request, data, CONTENT_TYPE_INIT, "private, max-age=3600")
+
+
+class LiveSegmentView(_HlsView):
+    """A media segment of a live playlist."""
+
+    url = f"{HLS_URL}/{_CAMERA}/live/{{sequence:[0-9]+}}.m4s"
+    name = "api:lightnvr:hls:live:segment"
+
+    async def get(self, request: web.Request, camera_id: str, sequence: str) -> web.Response:
+        """Return the segment (from memory, or from the recording being written)."""
+        service, camera = self._live_camera(camera_id)
+        segment = camera.segment(int(sequence))
+        data = await service.live.async_segment_bytes(segment) if segment is not None else None
+        if data is None:
+            raise web.HTTPNotFound
+        return _bytes_response(request, data, CONTENT_TYPE_SEGMENT, "private, max-age=300")
+
+
+# ----- recordings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _VodRequest:
+    start: float
+    end: float
+
+
+class VodPlaylistView(_HlsView):
+    """A recorded (VOD) playlist over any time range of a camera's recordings."""
+
+    url = f"{HLS_URL}/{_CAMERA}/vod.m3u8"
+    extra_urls = [f"{HLS_URL}/{_CAMERA}/vod/{{start:[0-9]+}}-{{end:[0-9]+}}.m3u8"]  # noqa: RUF012
+    name = "api:lightnvr:hls:vod"
+
+    def _range(self, request: web.Request, start: str | None, end: str | None) -> _VodRequest:
+        first = start if start is not None else request.query.get("start")
+        last = end if end is not None else request.query.get("end")
+        if not first or not last:
+            raise web.HTTPBadRequest(text="start and end are required")
+        try:
+            wanted = _VodRequest(parse_time(first), parse_time(last))
+        except ValueError as err:
+            raise web.HTTPBadRequest(text=str(err)) from err
+        if wanted.end <= wanted.start:
+            raise web.HTTPBadRequest(text="end must be after start")
+        if wanted.end - wanted.start > VOD_MAX_RANGE.total_seconds():
+            raise web.HTTPBadRequest(text="range too long")
+        return wanted
+
+    async def get(
+        self,
+        request: web.Request,
+        camera_id: str,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> web.Response:
+        """List ~2 s byte ranges of the recordings between start and end."""
+        service = self._service(camera_id)
+        wanted = self._range(request, start, end)
+        recorder = service.runtime.recorder
+        if not service.live.known(camera_id) and not recorder.index.days(camera_id):
+            raise web.HTTPNotFound
+        segments = [
+            segment
+            for segment in recorder.index.segments(camera_id)
+            if segment.end > wanted.start and segment.start < wanted.end
+        ]
+        # Signing is quick (~10 µs a file, a day of 60 s files is 1440); indexing the files
+        # and rendering ~40 000 segments of a whole day is not: that runs in the executor.
+        sign = _signer(self.hass, request, VOD_SIGN_EXPIRY)
+        uris = {
+            segment.path: sign(_vod_file_path(camera_id, recorder.layout.relative(segment.path)))
+            for segment in segments
+        }
+        body = await self.hass.async_add_executor_job(
+            _render_vod, service.fragments, segments, uris, wanted
+        )
+        if body is None:
+            return web.Response(status=HTTPStatus.NOT_FOUND, text="No recordings in this range")
+        response = web.Response(
+            body=body,
+            headers={
+                hdrs.CONTENT_TYPE: CONTENT_TYPE_PLAYLIST,
+                hdrs.CACHE_CONTROL: "private, max-age=60",
+            },
+            # A day is ~20 MB of text, mostly the same URLs (~0.4 MB gzipped): compress it
+            # in the executor, not on the event loop.
+            zlib_executor_size=64 * 1024,
+        )
+        response.enable_compression()
+        return response
+
+
+def _render_vod(
+    fragments: FragmentCache,
+    segments: list[Segment],
+    uris: dict[Path, str],
+    wanted: _VodRequest,
+) -> bytes | None:
+    """Index the recordings, cut them into ~2 s chunks and render the playlist (blocking)."""
+    indexes = fragments.get_many([segment.path for segment in segments])
+    chunks = vod_chunks(segments, indexes, wanted.start, wanted.end, VOD_TARGET_SECONDS)
+    if not chunks:
+        return None
+    playlist: list[PlaylistSegment] = []
+    for chunk in chunks:
+        uri = uris[chunk.segment.path]
+        playlist.append(
+            PlaylistSegment(
+                uri=uri,
+                duration=chunk.duration,
+                start=chunk.start,
+                init=InitRef(
+                    uri=uri,
+                    byterange=ByteRange(chunk.index.init_length, 0),
+                    key=str(chunk.segment.path),
+                ),
+                byterange=ByteRange(chunk.length, chunk.offset),
+                independent=chunk.independent,
+            )
+        )
+    return render_vod_playlist(playlist).encode()
+
+
+def _recording(service: HlsService, relative: str) -> tuple[Segment, FileIndex] | None:
+    """Resolve a recording and index it (blocking); None for anything else."""
+    recorder = service.runtime.recorder
+    try:
+        path = recorder.resolve(relative)
+    except UnsafePathError:
+        return None
+    if path.suffix != ".mp4" or not path.is_file():
+        return None
+    segment = recorder.index.get(path)
+    if segment is None:
+        return None  # only finished recordings of the index
+    try:
+        return segment, service.fragments.get(path)
+    except (OSError, NotFragmentedError, ValueError):
+        return None
+
+
+class VodFileView(_HlsView):
+    """A recording, in byte ranges, with its fragments on the playlists' shared timeline."""
+
+    url = f"{HLS_URL}/{_CAMERA}/vod/{{day}}/{{name}}"
+    name = "api:lightnvr:hls:vod:file"
+
+    async def get(
+        self, request: web.Request, camera_id: str, day: str, name: str
+    ) -> web.StreamResponse:
+        """Return the requested bytes of the recording."""
+        service = self._service(camera_id)
+        if not _DAY_RE.match(day) or not _NAME_RE.match(name):
+            raise web.HTTPNotFound
+        found = await self.hass.async_add_executor_job(
+            _recording, service, f"{camera_id}/{day}/{name}"
+        )
+        if found is None:
+            _LOGGER.debug("Refused HLS recording request for %s/%s", day, name)
+            raise web.HTTPNotFound
+        segment, index = found
+        zero = index.zero(segment)
+        size = index.size
+        headers = {
+            hdrs.CONTENT_TYPE: "video/mp4",
+            hdrs.CACHE_CONTROL: "private, max-age=3600",
+            hdrs.ACCEPT_RANGES: "bytes",
+        }
+        try:
+            wanted = parse_range(request.headers.get(hdrs.RANGE), size)
+        except ValueError:
+            headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
+            return web.Response(status=HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, headers=headers)
+        status = HTTPStatus.OK
+        start, end = 0, size
+        if wanted is not None:
+            start, end = wanted
+            status = HTTPStatus.PARTIAL_CONTENT
+            headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = end - start
+        await response.prepare(request)
+        position = start
+        while position < end:
+            stop = min(end, position + _FILE_CHUNK)
+            try:
+                data = await self.hass.async_add_executor_job(
+                    index.read_range, position, stop, zero
+                )
+            except OSError:
+                break  # deleted by retention meanwhile: the player sees a short body
+            if not data:
+                break
+            await response.write(data)
+            position += len(data)
+        await response.write_eof()
+        return response
+
+
+__all__ = [
+    "HLS_URL",
+    "HlsRegistry",
+    "HlsService",
+    "async_register_hls_views",
+    "live_playlist_path",
+    "vod_playlist_path",
+]

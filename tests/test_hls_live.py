@@ -1,0 +1,453 @@
+"""Live HLS with real parts: PyAV plays the live playlist over HTTP from HA's test server.
+
+Recording on: segments are byte ranges of the recorder's files (no muxer thread of our own).
+Recording off: an in-memory muxer fed by the camera's hub, stopped after the idle timeout.
+Switching recording while a player plays: the stream goes on, timestamps keep rising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from fractions import Fraction
+import itertools
+import json
+from pathlib import Path
+import subprocess
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import av
+from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from custom_components.lightnvr.hls import live as live_module, live_playlist_path
+from custom_components.lightnvr.hls.live import (
+    LIVE_IDLE_TIMEOUT,
+    LIVE_WINDOW_SEGMENTS,
+    LiveCamera,
+    LiveChunk,
+    LiveSource,
+    MemoryMuxer,
+)
+from custom_components.lightnvr.hub import HubState, MediaPacket, StreamInfo, ThreadPacketQueue
+from custom_components.lightnvr.recorder.segmenter import FragmentInfo
+
+from .infra.media import ffmpeg_binary
+from .infra.rtsp import RtspServer
+from .test_hls_views import (  # noqa: F401 - pytest finds the fixture by name
+    camera_id_of,
+    hls_entry_fixture,
+    live_muxer_threads,
+    map_uris,
+    playlist_uris,
+    signed,
+    wait_segments,
+)
+
+
+class Player:
+    """PyAV reading an HLS URL in a worker thread; counts frames, keeps their timestamps."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames = 0
+        self.times: list[float] = []  # seconds
+        self.size: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+
+    def play(self, frames: int) -> None:
+        """Decode `frames` frames (blocking: run it in the executor)."""
+        try:
+            with av.open(self.url, timeout=(20, 20)) as container:
+                stream = container.streams.video[0]
+                for frame in container.decode(stream):
+                    self.frames += 1
+                    self.size = (frame.width, frame.height)
+                    if frame.pts is not None and frame.time_base is not None:
+                        self.times.append(float(frame.pts * frame.time_base))
+                    if self.frames >= frames or self._stop.is_set():
+                        return
+        except BaseException as err:
+            self.error = err
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.1)
+
+
+async def _live_url(
+    hass: HomeAssistant, client: Any, access_token: str, camera_id: str
+) -> tuple[str, str]:
+    """Return the signed path of the live playlist, and its absolute URL (for a player)."""
+    path = await signed(hass, access_token, live_playlist_path(camera_id))
+    return path, str(client.make_url(path))
+
+
+def _rising(times: list[float]) -> bool:
+    return all(later > earlier for earlier, later in itertools.pairwise(times))
+
+
+async def test_live_from_the_recorders_fragments(
+    hass: HomeAssistant,
+    hls_entry: MockConfigEntry,
+    hass_client_no_auth: ClientSessionGenerator,
+    hass_access_token: str,
+) -> None:
+    """Recording on: the playlist lists byte ranges of the recordings; PyAV plays it."""
+    camera_id = camera_id_of(hls_entry)
+    await wait_segments(hls_entry, 1)  # the recorder writes
+    client = await hass_client_no_auth()
+    url, absolute = await _live_url(hass, client, hass_access_token, camera_id)
+
+    first = await (await client.get(url)).text()
+    assert first.startswith("#EXTM3U")
+    assert "#EXT-X-TARGETDURATION:2" in first
+    assert "#EXT-X-MAP:" in first
+    assert "#EXT-X-PROGRAM-DATE-TIME:" in first
+    assert "#EXT-X-ENDLIST" not in first
+    # Several segments at once: the recorder's newest fragments were already on disk.
+    assert len(playlist_uris(first)) >= 2
+    assert not live_muxer_threads()  # no second muxer: the recorder's bytes are served
+
+    player = Player(absolute)
+    # 5 s of video: crosses at least one 3 s recording file (a new init section).
+    await hass.async_add_executor_job(player.play, 125)
+    assert player.error is None, player.error
+    assert player.frames == 125
+    assert player.size == (640, 360)
+    assert _rising(player.times)  # one timeline across the recording files
+    assert not live_muxer_threads()
+    later = await (await client.get(url)).text()
+    assert "#EXT-X-DISCONTINUITY" in later  # a new file (init section) is marked
+
+
+async def test_live_without_recording(
+    hass: HomeAssistant,
+    hls_entry: MockConfigEntry,
+    hass_client_no_auth: ClientSessionGenerator,
+    hass_access_token: str,
+) -> None:
+    """Recording off: an in-memory muxer serves live, nothing is written, idle stops it."""
+    camera_id = camera_id_of(hls_entry)
+    recorder = hls_entry.runtime_data.recorder
+    recorder.set_recording(camera_id, False)
+    await _wait_until(lambda: not recorder.camera_state(camera_id).recording)
+    hub = hls_entry.runtime_data.engine.hub(camera_id)
+    await _wait_until(lambda: hub.latest_keyframe() is not None)
+    files_before = sorted(recorder.layout.root.rglob("*.mp4*"))
+
+    client = await hass_client_no_auth()
+    url, absolute = await _live_url(hass, client, hass_access_token, camera_id)
+    response = await client.get(url)
+    assert response.status == 200  # the first request waited for the first segment
+    text = await response.text()
+    assert playlist_uris(text)
+    assert len(live_muxer_threads()) == 1
+
+    player = Player(absolute)
+    await hass.async_add_executor_job(player.play, 75)
+    assert player.error is None, player.error
+    assert player.frames == 75
+    assert player.size == (640, 360)
+    assert _rising(player.times)
+    init = await client.get(map_uris(await (await client.get(url)).text())[-1])
+    assert (await init.read())[4:8] == b"ftyp"
+    assert sorted(recorder.layout.root.rglob("*.mp4*")) == files_before  # no disk used
+
+    # Nobody asks for a while: the muxer stops; the next request starts it again.
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=LIVE_IDLE_TIMEOUT + 1))
+    await hass.async_block_till_done()
+    await _wait_until(lambda: not live_muxer_threads())
+    again = await client.get(url)
+    assert again.status == 200
+    assert len(live_muxer_threads()) == 1
+
+
+async def test_live_goes_on_while_recording_is_switched(
+    hass: HomeAssistant,
+    hls_entry: MockConfigEntry,
+    hass_client_no_auth: ClientSessionGenerator,
+    hass_access_token: str,
+) -> None:
+    """A player keeps playing while recording goes off (memory) and on again (recorder)."""
+    camera_id = camera_id_of(hls_entry)
+    recorder = hls_entry.runtime_data.recorder
+    await wait_segments(hls_entry, 1)
+    client = await hass_client_no_auth()
+    url, absolute = await _live_url(hass, client, hass_access_token, camera_id)
+    assert (await client.get(url)).status == 200
+    assert not live_muxer_threads()
+
+    player = Player(absolute)
+    playing = hass.async_add_executor_job(player.play, 100_000)
+    try:
+        await _wait_until(lambda: player.frames >= 25 or player.error is not None)
+        recorder.set_recording(camera_id, False)
+        await _wait_until(lambda: len(live_muxer_threads()) == 1)  # memory takes over
+        switched_off = player.frames
+        await _wait_until(lambda: player.frames >= switched_off + 75 or player.error is not None)
+        recorder.set_recording(camera_id, True)
+        await _wait_until(lambda: not live_muxer_threads())  # the recorder is back
+        switched_on = player.frames
+        await _wait_until(lambda: player.frames >= switched_on + 75 or player.error is not None)
+    finally:
+        player.stop()
+        await playing
+    assert player.error is None, player.error
+    assert _rising(player.times)  # one timeline whatever the source
+    text = await (await client.get(url)).text()
+    assert "#EXT-X-DISCONTINUITY" in text
+
+
+# ----- the in-memory muxer on its own, with audio --------------------------------------------
+
+
+class _FileSource:
+    """A PacketSource replaying a local MP4 (H.264 + AAC) like a hub (Annex B video)."""
+
+    name = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.queue = ThreadPacketQueue(100_000)
+        received = time.monotonic()
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            audio = container.streams.audio[0]
+            vctx: Any = video.codec_context
+            actx: Any = audio.codec_context
+            self._info = StreamInfo(
+                generation=1,
+                video_codec="h264",
+                width=vctx.width,
+                height=vctx.height,
+                time_base=video.time_base or Fraction(1, 90000),
+                fps=25.0,
+                extradata=bytes(vctx.extradata),
+                audio_codec="aac",
+                audio_sample_rate=actx.sample_rate,
+                audio_channels=actx.channels,
+                audio_extradata=bytes(actx.extradata),
+            )
+            from av.bitstream import BitStreamFilterContext
+
+            bsf = BitStreamFilterContext("h264_mp4toannexb", video)
+            for packet in container.demux(video, audio):
+                if packet.size == 0 or packet.dts is None:
+                    continue
+                outs = bsf.filter(packet) if packet.stream is video else [packet]
+                for out in outs:
+                    seconds = float(out.dts * packet.time_base)
+                    self.queue.put(
+                        MediaPacket(
+                            kind="video" if packet.stream is video else "audio",
+                            data=bytes(out),
+                            pts=out.pts,
+                            dts=out.dts,
+                            time_base=packet.time_base,
+                            keyframe=out.is_keyframe,
+                            received=received + seconds,
+                            generation=1,
+                        )
+                    )
+        self.queue.close()  # the muxer ends at the end of the file
+
+    @property
+    def info(self) -> StreamInfo:
+        return self._info
+
+    def subscribe_thread(self, maxlen: int = 0, *, from_keyframe: bool = True) -> Any:
+        return self.queue
+
+    def unsubscribe(self, queue: Any) -> None:
+        queue.close()
+
+
+@pytest.fixture(scope="module")
+def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of 320x180 H.264 (GOP 1 s) with AAC audio."""
+    path = tmp_path_factory.mktemp("hls") / "av.mp4"
+    subprocess.run(
+        [
+            ffmpeg_binary(), "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=4",
+            "-f", "lavfi", "-i", "sine=frequency=440:duration=4",
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-keyint_min", "25",
+            "-sc_threshold", "0", "-bf", "0", "-c:a", "aac", "-b:a", "64k", "-shortest",
+            str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def test_memory_muxer_carries_audio_on_the_wall_clock(av_clip: Path, tmp_path: Path) -> None:
+    """Video and AAC audio are copied into fragments whose timestamps are epoch seconds."""
+    source = _FileSource(av_clip)
+    chunks: list[LiveChunk] = []
+    ended = threading.Event()
+    muxer = MemoryMuxer("file", source, on_chunk=chunks.append, on_end=ended.set)
+    started = time.time()
+    muxer.start()
+    assert ended.wait(30)
+    muxer.join()
+    assert len(chunks) >= 4  # one per GOP
+    assert all(chunk.keyframe for chunk in chunks)
+    assert abs(chunks[0].start - started) < 5
+    assert sum(chunk.duration for chunk in chunks) == pytest.approx(4.0, abs=0.1)
+    assert all(
+        later.start == pytest.approx(earlier.end, abs=0.001)
+        for earlier, later in itertools.pairwise(chunks)
+    )
+    assert chunks[0].init_data is not None
+    out = tmp_path / "live.mp4"
+    out.write_bytes(chunks[0].init_data + b"".join(chunk.data or b"" for chunk in chunks))
+    probe = json.loads(
+        subprocess.run(
+            [
+                "ffprobe", "-v", "error", "-show_entries",
+                "stream=codec_name,start_time,nb_read_frames", "-count_frames",
+                "-of", "json", str(out),
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    streams = {stream["codec_name"]: stream for stream in probe["streams"]}
+    assert set(streams) == {"h264", "aac"}
+    assert int(streams["h264"]["nb_read_frames"]) == 100
+    # Decode time 0 is the first frame's arrival: the media clock is the wall clock.
+    assert float(streams["h264"]["start_time"]) == pytest.approx(chunks[0].start, abs=0.05)
+    assert float(streams["aac"]["start_time"]) == pytest.approx(chunks[0].start, abs=0.2)
+
+
+async def test_live_answers_503_while_the_camera_sends_nothing(
+    hass: HomeAssistant,
+    hls_entry: MockConfigEntry,
+    rtsp_camera: RtspServer,
+    hass_client: ClientSessionGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No video yet: the first request waits a little, then says "try again" (not 404)."""
+    camera_id = camera_id_of(hls_entry)
+    hub = hls_entry.runtime_data.engine.hub(camera_id)
+    hls_entry.runtime_data.recorder.set_recording(camera_id, False)
+    rtsp_camera.stop()
+    await _wait_until(lambda: hub.state is not HubState.STREAMING)
+    monkeypatch.setattr(live_module, "LIVE_FIRST_SEGMENT_TIMEOUT", 1.0)
+    client = await hass_client()
+    response = await client.get(live_playlist_path(camera_id))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+
+
+# ----- the live window, fed fragment by fragment ----------------------------------------------
+
+T0 = 1_750_000_000.0
+
+
+class _NoRecorder:
+    def camera_state(self, camera_id: str) -> None:
+        return None
+
+
+def _fragment(
+    path: str, number: int, start: float, *, duration: float = 1.0, keyframe: bool = True
+) -> FragmentInfo:
+    return FragmentInfo(
+        camera_id="cam",
+        path=Path(path),
+        sequence=number,
+        offset=100 + 1000 * number,
+        length=1000,
+        init_length=100,
+        start=start,
+        duration=duration,
+        keyframe=keyframe,
+        segment_start=T0,
+    )
+
+
+def _recording_window(hass: HomeAssistant) -> LiveCamera:
+    owner = SimpleNamespace(hass=hass, recorder=_NoRecorder())
+    camera = LiveCamera(owner, "cam")  # type: ignore[arg-type]
+    camera.source = LiveSource.RECORDER
+    return camera
+
+
+async def test_live_window_cuts_two_second_segments_and_marks_breaks(
+    hass: HomeAssistant,
+) -> None:
+    """1 s fragments become 2 s byte ranges; new files and breaks are discontinuities."""
+    camera = _recording_window(hass)
+    for number in range(5):
+        camera.on_recorder_fragment(_fragment("a.mp4.part", number, T0 + number))
+    window = camera.window()
+    assert [s.sequence for s in window.segments] == [0, 1]
+    assert [s.duration for s in window.segments] == [2.0, 2.0]
+    first = window.segments[0]
+    assert (first.path, first.offset, first.length) == (Path("a.mp4.part"), 100, 2000)
+    assert not any(s.discontinuity for s in window.segments)
+    assert window.target == 2
+
+    # The next file: the 1 s left of the first one is listed, the new file is a break.
+    camera.on_recorder_fragment(_fragment("b.mp4.part", 0, T0 + 5, keyframe=False))  # skipped
+    camera.on_recorder_fragment(_fragment("b.mp4.part", 1, T0 + 6))
+    camera.on_recorder_fragment(_fragment("b.mp4.part", 2, T0 + 7))
+    window = camera.window()
+    assert [(s.sequence, s.duration, s.discontinuity) for s in window.segments] == [
+        (0, 2.0, False),
+        (1, 2.0, False),
+        (2, 1.0, False),
+        (3, 2.0, True),
+    ]
+    assert window.segments[3].init is not window.segments[2].init
+    assert window.segments[3].start == T0 + 6
+
+    # A fragment overlapping what is listed (another source's) is not listed twice.
+    camera.on_recorder_fragment(_fragment("b.mp4.part", 3, T0 + 7.5))
+    assert len(camera.window().segments) == 4
+
+    # The window slides; the discontinuity sequence counts the breaks that left it.
+    for number in range(4, 20):
+        camera.on_recorder_fragment(_fragment("b.mp4.part", number, T0 + 4 + number))
+    window = camera.window()
+    assert len(window.segments) == LIVE_WINDOW_SEGMENTS
+    assert window.media_sequence == window.segments[0].sequence > 3
+    assert window.discontinuity_sequence == 1
+    assert camera.segment(0) is None  # long gone
+    assert camera.init(window.segments[0].init.init_id) is window.segments[0].init
+
+
+async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
+    """A 5 s GOP split by the muxer: segments without a keyframe are marked dependent."""
+    camera = _recording_window(hass)
+    for number, (start, duration, keyframe) in enumerate(
+        [(0, 2.0, True), (2, 2.0, False), (4, 1.0, False), (5, 2.0, True), (7, 2.0, False)]
+    ):
+        camera.on_recorder_fragment(
+            _fragment("a.mp4.part", number, T0 + start, duration=duration, keyframe=keyframe)
+        )
+    window = camera.window()
+    # Listed as soon as they are 2 s long (live latency); a keyframe starts a new one.
+    assert [s.independent for s in window.segments] == [True, False, False, True, False]
+    assert [s.duration for s in window.segments] == [2.0, 2.0, 1.0, 2.0, 2.0]
+    assert window.target == 2
+    assert window.segments[2].start == T0 + 4
+    # A longer segment (a 3 s fragment) raises the target duration; it never shrinks.
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 5, T0 + 9, duration=3.0))
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 6, T0 + 12))
+    assert camera.window().target == 3
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 7, T0 + 13))
+    assert camera.window().target == 3

@@ -38,7 +38,6 @@ own thread and resolves `ClipHandle`s through `call_soon_threadsafe`.
 from __future__ import annotations
 
 import asyncio
-from bisect import insort
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 import contextlib
@@ -77,6 +76,7 @@ from .segmenter import (
 )
 from .storage import (
     PART_SUFFIX,
+    DayIndex,
     UnsafePathError,
     complete_fragments_end,
     probe_duration,
@@ -535,88 +535,16 @@ def delete_clip(layout: ClipLayout, clip: EventClip) -> bool:
 # ----- the index ---------------------------------------------------------------------------------
 
 
-def _start_key(clip: EventClip) -> float:
-    return clip.start
-
-
-class ClipIndex:
+class ClipIndex(DayIndex[EventClip]):
     """Finished clips per camera and day, oldest first. Thread-safe."""
-
-    def __init__(self) -> None:
-        """Create an empty index."""
-        self._lock = threading.Lock()
-        self._cameras: dict[str, dict[date, list[EventClip]]] = {}
-        self._paths: dict[Path, EventClip] = {}
-
-    def add(self, clip: EventClip) -> None:
-        """Add (or replace) a clip."""
-        with self._lock:
-            if clip.path in self._paths:
-                self._remove_locked(self._paths[clip.path])
-            days = self._cameras.setdefault(clip.camera_id, {})
-            insort(days.setdefault(clip.day, []), clip, key=_start_key)
-            self._paths[clip.path] = clip
-
-    def remove(self, clip: EventClip) -> bool:
-        """Forget a clip; return False if it was not indexed."""
-        with self._lock:
-            known = self._paths.get(clip.path)
-            if known is None:
-                return False
-            self._remove_locked(known)
-            return True
-
-    def _remove_locked(self, clip: EventClip) -> None:
-        del self._paths[clip.path]
-        days = self._cameras[clip.camera_id]
-        clips = days[clip.day]
-        clips.remove(clip)
-        if not clips:
-            del days[clip.day]
-        if not days:
-            del self._cameras[clip.camera_id]
-
-    def get(self, path: Path) -> EventClip | None:
-        """Return the clip stored at `path`, if indexed."""
-        with self._lock:
-            return self._paths.get(Path(path))
-
-    def cameras(self) -> list[str]:
-        """Return the cameras that have clips."""
-        with self._lock:
-            return sorted(self._cameras)
-
-    def days(self, camera_id: str) -> list[date]:
-        """Return a camera's days with clips, oldest first."""
-        with self._lock:
-            return sorted(self._cameras.get(camera_id, ()))
 
     def clips(self, camera_id: str, day: date | None = None) -> list[EventClip]:
         """Return a camera's clips (of one day, or all), oldest first."""
-        with self._lock:
-            days = self._cameras.get(camera_id)
-            if days is None:
-                return []
-            if day is not None:
-                return list(days.get(day, ()))
-            return [clip for key in sorted(days) for clip in days[key]]
+        return self.items(camera_id, day)
 
     def all_clips(self) -> list[EventClip]:
         """Return every clip of every camera, oldest first."""
-        with self._lock:
-            everything = list(self._paths.values())
-        everything.sort(key=_start_key)
-        return everything
-
-    def total_size(self) -> int:
-        """Return the bytes of all clips (videos only)."""
-        with self._lock:
-            return sum(clip.size for clip in self._paths.values())
-
-    def __len__(self) -> int:
-        """Return the number of clips."""
-        with self._lock:
-            return len(self._paths)
+        return self.oldest_first()
 
 
 def apply_clip_retention(

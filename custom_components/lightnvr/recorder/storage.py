@@ -32,7 +32,7 @@ import shutil
 import struct
 import threading
 import time
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Protocol
 
 import av
 
@@ -232,90 +232,105 @@ def resolve_inside(root: Path, relative: str) -> Path:
 # ----- the index --------------------------------------------------------------------------------
 
 
-def _start_key(segment: Segment) -> float:
-    return segment.start
+class Indexed(Protocol):
+    """What the day index needs of an item: recordings and event clips both qualify."""
+
+    @property
+    def camera_id(self) -> str: ...  # noqa: D102
+    @property
+    def path(self) -> Path: ...  # noqa: D102
+    @property
+    def start(self) -> float: ...  # noqa: D102
+    @property
+    def size(self) -> int: ...  # noqa: D102
+    @property
+    def day(self) -> date: ...  # noqa: D102
+
+
+def _start_key(item: Indexed) -> float:
+    return item.start
 
 
 @dataclass(slots=True)
-class _CameraSegments:
-    days: dict[date, list[Segment]] = field(default_factory=dict)
+class _CameraDays[T: Indexed]:
+    days: dict[date, list[T]] = field(default_factory=dict)
     size: int = 0
 
 
-class SegmentIndex:
-    """Finished segments per camera and day, oldest first. Thread-safe."""
+class DayIndex[T: Indexed]:
+    """Files per camera and day, oldest first. Thread-safe."""
 
     def __init__(self) -> None:
         """Create an empty index."""
         self._lock = threading.Lock()
-        self._cameras: dict[str, _CameraSegments] = {}
-        self._paths: dict[Path, Segment] = {}
+        self._cameras: dict[str, _CameraDays[T]] = {}
+        self._paths: dict[Path, T] = {}
 
-    def add(self, segment: Segment) -> None:
-        """Add (or replace) a segment."""
+    def add(self, item: T) -> None:
+        """Add (or replace) an item."""
         with self._lock:
-            if segment.path in self._paths:
-                self._remove_locked(self._paths[segment.path])
-            camera = self._cameras.setdefault(segment.camera_id, _CameraSegments())
-            insort(camera.days.setdefault(segment.day, []), segment, key=_start_key)
-            camera.size += segment.size
-            self._paths[segment.path] = segment
+            if item.path in self._paths:
+                self._remove_locked(self._paths[item.path])
+            camera = self._cameras.setdefault(item.camera_id, _CameraDays())
+            insort(camera.days.setdefault(item.day, []), item, key=_start_key)
+            camera.size += item.size
+            self._paths[item.path] = item
 
-    def remove(self, segment: Segment) -> bool:
-        """Forget a segment; return False if it was not indexed."""
+    def remove(self, item: T) -> bool:
+        """Forget an item; return False if it was not indexed."""
         with self._lock:
-            known = self._paths.get(segment.path)
+            known = self._paths.get(item.path)
             if known is None:
                 return False
             self._remove_locked(known)
             return True
 
-    def _remove_locked(self, segment: Segment) -> None:
-        del self._paths[segment.path]
-        camera = self._cameras[segment.camera_id]
-        day = camera.days[segment.day]
-        day.remove(segment)
-        camera.size -= segment.size
+    def _remove_locked(self, item: T) -> None:
+        del self._paths[item.path]
+        camera = self._cameras[item.camera_id]
+        day = camera.days[item.day]
+        day.remove(item)
+        camera.size -= item.size
         if not day:
-            del camera.days[segment.day]
+            del camera.days[item.day]
         if not camera.days:
-            del self._cameras[segment.camera_id]
+            del self._cameras[item.camera_id]
 
-    def get(self, path: Path) -> Segment | None:
-        """Return the segment stored at `path`, if indexed."""
+    def get(self, path: Path) -> T | None:
+        """Return the item stored at `path`, if indexed."""
         with self._lock:
             return self._paths.get(Path(path))
 
     def cameras(self) -> list[str]:
-        """Return the cameras that have segments."""
+        """Return the cameras that have items."""
         with self._lock:
             return sorted(self._cameras)
 
     def days(self, camera_id: str) -> list[date]:
-        """Return a camera's days with recordings, oldest first."""
+        """Return a camera's days with items, oldest first."""
         with self._lock:
             camera = self._cameras.get(camera_id)
             return sorted(camera.days) if camera else []
 
-    def segments(self, camera_id: str, day: date | None = None) -> list[Segment]:
-        """Return a camera's segments (of one day, or all), oldest first."""
+    def items(self, camera_id: str, day: date | None = None) -> list[T]:
+        """Return a camera's items (of one day, or all), oldest first."""
         with self._lock:
             camera = self._cameras.get(camera_id)
             if camera is None:
                 return []
             if day is not None:
                 return list(camera.days.get(day, ()))
-            return [segment for key in sorted(camera.days) for segment in camera.days[key]]
+            return [item for key in sorted(camera.days) for item in camera.days[key]]
 
-    def oldest_first(self) -> list[Segment]:
-        """Return every segment of every camera, oldest first."""
+    def oldest_first(self) -> list[T]:
+        """Return every item of every camera, oldest first."""
         with self._lock:
             everything = list(self._paths.values())
         everything.sort(key=_start_key)
         return everything
 
-    def oldest(self, camera_id: str | None = None) -> Segment | None:
-        """Return the oldest segment (of one camera, or of all)."""
+    def oldest(self, camera_id: str | None = None) -> T | None:
+        """Return the oldest item (of one camera, or of all)."""
         with self._lock:
             ids = [camera_id] if camera_id is not None else list(self._cameras)
             firsts = [
@@ -325,8 +340,8 @@ class SegmentIndex:
             ]
         return min(firsts, key=_start_key, default=None)
 
-    def newest(self, camera_id: str) -> Segment | None:
-        """Return a camera's newest segment."""
+    def newest(self, camera_id: str) -> T | None:
+        """Return a camera's newest item."""
         with self._lock:
             camera = self._cameras.get(camera_id)
             if camera is None:
@@ -334,7 +349,7 @@ class SegmentIndex:
             return max(camera.days[max(camera.days)], key=_start_key)
 
     def total_size(self, camera_id: str | None = None) -> int:
-        """Return the bytes held by segments (of one camera, or of all)."""
+        """Return the bytes held by items (of one camera, or of all)."""
         with self._lock:
             if camera_id is not None:
                 camera = self._cameras.get(camera_id)
@@ -342,9 +357,17 @@ class SegmentIndex:
             return sum(camera.size for camera in self._cameras.values())
 
     def __len__(self) -> int:
-        """Return the number of segments."""
+        """Return the number of items."""
         with self._lock:
             return len(self._paths)
+
+
+class SegmentIndex(DayIndex[Segment]):
+    """Finished recording segments per camera and day."""
+
+    def segments(self, camera_id: str, day: date | None = None) -> list[Segment]:
+        """Return a camera's segments (of one day, or all), oldest first."""
+        return self.items(camera_id, day)
 
 
 # ----- scanning and recovery (blocking) ---------------------------------------------------------

@@ -384,7 +384,7 @@ async def test_factory_managed_and_binary_issues(
     issue_registry: ir.IssueRegistry,
     socket_enabled: None,
 ) -> None:
-    """The lead's entry points: a usable binary gives an engine; an unusable one, an issue."""
+    """The engine factory: a usable binary gives an engine; an unusable one, a repair issue."""
     options = HubOptions.from_entry(
         {"engine": "go2rtc", "go2rtc_binary": str(tmp_path / "nope"), "storage_path": "/x"}, {}
     )

@@ -78,7 +78,7 @@ class IceServer:
 
 @dataclass(frozen=True, slots=True)
 class Go2RtcSettings:
-    """What the user (or the lead's options flow) may tune about a managed go2rtc."""
+    """What the user may tune about a managed go2rtc (through the hub options)."""
 
     log_level: str = "info"
     ice_servers: tuple[IceServer, ...] = ()

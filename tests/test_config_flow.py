@@ -407,7 +407,10 @@ async def test_add_camera_invalid_zones(
         hass,
         hub,
         _camera_input(
-            rtsp_camera.url("cam"), detect_motion=True, exclude_zones="0,0,1,0.1; 0.8,0.8,1,1"
+            rtsp_camera.url("cam"),
+            detect_motion=True,
+            exclude_zones="0,0,1,0.1; 0.8,0.8,1,1",
+            detect_keyframes_only=True,
         ),
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -415,5 +418,7 @@ async def test_add_camera_invalid_zones(
     camera = next(iter(hub.runtime_data.cameras.values()))
     assert len(camera.exclude_zones) == 2
     assert camera.camera_id in hub.runtime_data.detection
+    assert camera.detect_keyframes_only
+    assert hub.runtime_data.detection[camera.camera_id].options.keyframes_only
     assert hass.states.get("binary_sensor.porch_motion") is not None
     assert hass.states.get("switch.porch_detection") is not None

@@ -27,6 +27,7 @@ import voluptuous as vol
 from .const import (
     COMMON_OBJECT_LABELS,
     CONF_CAMERA_RETENTION_DAYS,
+    CONF_DETECT_KEYFRAMES_ONLY,
     CONF_DETECT_MOTION,
     CONF_ENGINE,
     CONF_EVENT_CLIPS,
@@ -422,6 +423,10 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
             vol.Optional(
                 CONF_EXCLUDE_ZONES, description=suggested(CONF_EXCLUDE_ZONES)
             ): selector.TextSelector(selector.TextSelectorConfig(multiline=True)),
+            vol.Required(
+                CONF_DETECT_KEYFRAMES_ONLY,
+                default=defaults.get(CONF_DETECT_KEYFRAMES_ONLY, False),
+            ): bool,
         }
     )
 
@@ -534,6 +539,7 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         )
         if zones := (user_input.get(CONF_EXCLUDE_ZONES) or "").strip():
             data[CONF_EXCLUDE_ZONES] = zones
+        data[CONF_DETECT_KEYFRAMES_ONLY] = bool(user_input.get(CONF_DETECT_KEYFRAMES_ONLY, False))
         if username:
             data[CONF_USERNAME] = username
         if password:

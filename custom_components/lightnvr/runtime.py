@@ -58,6 +58,7 @@ class LightNvrRuntime:
             min_area=camera.motion_min_area / 100,
             off_delay=camera.motion_off_delay,
             exclude=camera.exclude_zones,
+            keyframes_only=camera.detect_keyframes_only,
             object_url=self.options.object_url,
             api_key=self.options.object_api_key,
             labels=self.options.object_labels,

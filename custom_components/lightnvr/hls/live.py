@@ -70,12 +70,13 @@ from ..recorder.segmenter import (
     TimestampRepair,
     adts_header_length,
     adts_to_asc,
+    iter_boxes,
     parse_moof,
     video_extradata,
 )
 from ..recorder.storage import StorageLayout
 from .playlist import TARGET_TOLERANCE, target_duration
-from .vod import iter_boxes, parse_tracks, retime_fragments, timeline_shifts, video_track
+from .vod import parse_tracks, retime_fragments, timeline_shifts, video_track
 
 if TYPE_CHECKING:
     from ..runtime import LightNvrRuntime

@@ -29,7 +29,7 @@ from pathlib import Path
 import struct
 import threading
 
-from ..recorder.segmenter import parse_moof
+from ..recorder.segmenter import iter_boxes, parse_moof
 from ..recorder.storage import Segment
 
 _HANDLER_VIDEO = b"vide"
@@ -41,31 +41,6 @@ _MAX_START_DISAGREEMENT = 2.0
 
 
 # ----- ISO BMFF boxes -------------------------------------------------------------------------
-
-
-def iter_boxes(
-    data: bytes | bytearray, start: int = 0, end: int | None = None
-) -> Iterator[tuple[bytes, int, int, int]]:
-    """Yield (type, box start, body start, box end) of the boxes in data[start:end].
-
-    Stops at the first box that is cut short (a fragment still being written).
-    """
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                return
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield bytes(kind), pos, pos + header, pos + size
-        pos += size
 
 
 def _child(data: bytes | bytearray, start: int, end: int, kind: bytes) -> tuple[int, int] | None:

@@ -79,6 +79,7 @@ from .storage import (
     DayIndex,
     UnsafePathError,
     complete_fragments_end,
+    local_start,
     probe_duration,
     resolve_inside,
     valid_camera_id,
@@ -282,29 +283,8 @@ class ClipLayout:
         match = _CLIP_RE.match(path.name)
         if day is None or match is None:
             return None
-        try:
-            candidates = sorted(
-                {
-                    datetime(
-                        day.year,
-                        day.month,
-                        day.day,
-                        int(match["h"]),
-                        int(match["m"]),
-                        int(match["s"]),
-                        tzinfo=self.tz,
-                        fold=fold,
-                    ).timestamp()
-                    for fold in (0, 1)
-                }
-            )
-        except ValueError:
-            return None
-        if end_hint is not None:
-            before = [c for c in candidates if c <= end_hint + 1.0]
-            if before:
-                return before[-1]
-        return candidates[0]
+        clock = (int(match["h"]), int(match["m"]), int(match["s"]))
+        return local_start(day, clock, self.tz, end_hint)
 
 
 def write_sidecar(path: Path, data: Mapping[str, Any]) -> None:

@@ -261,8 +261,14 @@ class TimestampRepair:
 # ----- fragment tracking -----------------------------------------------------------------------
 
 
-def _children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """Yield (type, body start, box end) of the ISO BMFF boxes in data[start:end]."""
+def iter_boxes(
+    data: bytes | bytearray, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int, int, int]]:
+    """Yield (type, box start, body start, box end) of the ISO BMFF boxes in data[start:end].
+
+    Stops at the first box that is cut short (a fragment still being written).
+    """
+    end = len(data) if end is None else end
     pos = start
     while pos + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, pos)
@@ -276,8 +282,14 @@ def _children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, i
             size = end - pos
         if size < header or pos + size > end:
             return
-        yield kind, pos + header, pos + size
+        yield bytes(kind), pos, pos + header, pos + size
         pos += size
+
+
+def _children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """Yield (type, body start, box end) of the ISO BMFF boxes in data[start:end]."""
+    for kind, _, body, box_end in iter_boxes(data, start, end):
+        yield kind, body, box_end
 
 
 def parse_moof(body: bytes, track_id: int) -> tuple[int, int, bool] | None:

@@ -112,6 +112,30 @@ class Segment:
         return datetime.fromtimestamp(self.end, UTC)
 
 
+def local_start(
+    day: date, clock: tuple[int, int, int], tz: tzinfo, end_hint: float | None = None
+) -> float | None:
+    """Return the epoch time of a local day and (hour, minute, second), as file names hold them.
+
+    The hour repeated when daylight saving time ends has two answers; with `end_hint` (the
+    file's end) the one just before that end is taken, else the first.
+    """
+    try:
+        candidates = sorted(
+            {
+                datetime(day.year, day.month, day.day, *clock, tzinfo=tz, fold=fold).timestamp()
+                for fold in (0, 1)
+            }
+        )
+    except ValueError:
+        return None
+    if end_hint is not None:
+        before = [c for c in candidates if c <= end_hint + 1.0]
+        if before:
+            return before[-1]
+    return candidates[0]
+
+
 def _parse_day(name: str) -> date | None:
     match = _DAY_RE.match(name)
     if match is None:
@@ -178,29 +202,8 @@ class StorageLayout:
         match = _NAME_RE.match(path.name)
         if day is None or match is None:
             return None
-        try:
-            candidates = sorted(
-                {
-                    datetime(
-                        day.year,
-                        day.month,
-                        day.day,
-                        int(match[1]),
-                        int(match[2]),
-                        int(match[3]),
-                        tzinfo=self.tz,
-                        fold=fold,
-                    ).timestamp()
-                    for fold in (0, 1)
-                }
-            )
-        except ValueError:
-            return None
-        if end_hint is not None:
-            before = [c for c in candidates if c <= end_hint + 1.0]
-            if before:
-                return before[-1]
-        return candidates[0]
+        clock = (int(match[1]), int(match[2]), int(match[3]))
+        return local_start(day, clock, self.tz, end_hint)
 
 
 # ----- path safety (for the HTTP views and media_source) ---------------------------------------

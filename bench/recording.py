@@ -170,7 +170,8 @@ source = av.open(sys.argv[1], options={"rtsp_transport": "tcp"})
 video = source.streams.video[0]
 out = av.open(sys.argv[2], "w", format="mp4",
               options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
-stream = out.add_stream(template=video)
+add = getattr(out, "add_stream_from_template", None)  # PyAV 14+
+stream = add(video) if add else out.add_stream(template=video)
 for packet in source.demux(video):
     if packet.dts is not None:
         packet.stream = stream

@@ -247,16 +247,17 @@ class _FileSource:
             for packet in container.demux(video, audio):
                 if packet.size == 0 or packet.dts is None:
                     continue
+                time_base = Fraction(packet.time_base)  # PyAV 14+ blanks a filtered packet
                 outs = bsf.filter(packet) if packet.stream is video else [packet]
                 for out in outs:
-                    seconds = float(out.dts * packet.time_base)
+                    seconds = float(out.dts * time_base)
                     self.queue.put(
                         MediaPacket(
                             kind="video" if packet.stream is video else "audio",
                             data=bytes(out),
                             pts=out.pts,
                             dts=out.dts,
-                            time_base=packet.time_base,
+                            time_base=time_base,
                             keyframe=out.is_keyframe,
                             received=received + seconds,
                             generation=1,

@@ -20,6 +20,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
+from custom_components.lightnvr.compat import add_stream_like
 from custom_components.lightnvr.hls import HLS_URL, vod_playlist_path
 from custom_components.lightnvr.hls.vod import FragmentCache, index_file, parse_tracks, vod_chunks
 from custom_components.lightnvr.recorder.storage import Segment
@@ -203,7 +204,7 @@ def _fragmented(path: Path, source: Path, first: float, seconds: float) -> Path:
         ) as out,
     ):
         video = inp.streams.video[0]
-        stream = out.add_stream(template=video)
+        stream = add_stream_like(out, video)
         origin = None
         for packet in inp.demux(video):
             if packet.dts is None:

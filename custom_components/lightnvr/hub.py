@@ -24,6 +24,7 @@ from typing import Any, Literal
 import av
 import av.error
 
+from .compat import audio_channels, fraction
 from .const import HUB_BACKOFF_INITIAL, HUB_BACKOFF_MAX, HUB_OPEN_TIMEOUT, HUB_READ_TIMEOUT
 from .h264 import is_annexb
 from .source import (
@@ -261,6 +262,7 @@ class StreamHub:
         self._last_error: str | None = None
         self._info: StreamInfo | None = None
         self._generation = 0
+        self._time_bases: dict[str, Fraction] = {}
         self._reconnects = 0
         self._packets = 0
         self._dropped_closed = 0
@@ -457,6 +459,13 @@ class StreamHub:
             video = container.streams.video[0]
             audio = container.streams.audio[0] if container.streams.audio else None
             bsf = self._annexb_filter(video)
+            # The stream's time base, not the packet's: a bitstream filter hands back packets
+            # without one (PyAV 13) and blanks the packet it was given (PyAV 14+).
+            video_time_base = fraction(video.time_base) or Fraction(1, 90000)
+            self._time_bases = {
+                "video": video_time_base,
+                "audio": (fraction(audio.time_base) if audio else None) or Fraction(1, 90000),
+            }
             ctx: Any = video.codec_context
             rate = video.average_rate or video.guessed_rate
             actx: Any = audio.codec_context if audio is not None else None
@@ -466,7 +475,7 @@ class StreamHub:
                 video_codec=ctx.name,
                 width=int(ctx.width or 0),
                 height=int(ctx.height or 0),
-                time_base=video.time_base or Fraction(1, 90000),
+                time_base=video_time_base,
                 fps=float(rate) if rate else None,
                 extradata=bytes(ctx.extradata) if ctx.extradata else None,
                 **self._audio_info(actx),
@@ -501,7 +510,7 @@ class StreamHub:
         return {
             "audio_codec": ctx.name,
             "audio_sample_rate": int(ctx.sample_rate or 0) or None,
-            "audio_channels": int(ctx.channels or 0) or None,
+            "audio_channels": audio_channels(ctx),
             "audio_extradata": bytes(ctx.extradata) if ctx.extradata else None,
         }
 
@@ -523,7 +532,7 @@ class StreamHub:
             data=bytes(packet),
             pts=packet.pts,
             dts=packet.dts,
-            time_base=packet.time_base or Fraction(1, 90000),
+            time_base=self._time_bases[kind],
             keyframe=keyframe,
             received=time.monotonic(),
             generation=self._generation,

@@ -374,7 +374,7 @@ class FrameSource:
         received = packet.received
         if picture.pts is not None:
             received = self._arrivals.get(picture.pts, packet.received)
-        if picture.pts is not None and picture.time_base is not None:
+        if picture.pts is not None and picture.time_base:  # PyAV 14+: unset is 0/1, not None
             when = float(picture.pts * picture.time_base)
         else:
             when = packet.received

@@ -61,6 +61,7 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
+from ..compat import add_copy_stream
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
 from ..recorder.segmenter import (
     AUDIO_CODECS,
@@ -252,25 +253,23 @@ class _Container:
             },
         )
         try:
-            self.video = self._container.add_stream(av.codec.Codec(info.video_codec, "r"))
+            self.video = add_copy_stream(self._container, info.video_codec)
             ctx = self.video.codec_context
             ctx.width = info.width
             ctx.height = info.height
             if video_extra:
                 ctx.extradata = video_extra
-            ctx.thread_count = 1  # opened for its parameters only, never decodes
             if info.video_codec == "hevc":
                 ctx.codec_tag = "hvc1"
             self.audio: Any = None
             if audio_extra is not None and info.audio_codec:
-                self.audio = self._container.add_stream(av.codec.Codec(info.audio_codec, "r"))
+                self.audio = add_copy_stream(self._container, info.audio_codec)
                 actx = self.audio.codec_context
                 actx.sample_rate = info.audio_sample_rate
                 actx.extradata = audio_extra
                 if info.audio_channels:
                     with contextlib.suppress(ValueError):
                         actx.layout = {1: "mono", 2: "stereo"}.get(info.audio_channels, "stereo")
-                actx.thread_count = 1
             self._container.start_encoding()
         except BaseException:
             self.close()

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import av
 import av.error
 
+from ..compat import add_copy_stream, fraction
 from ..h264 import parameter_sets_annexb
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
 from .storage import Segment, StorageLayout, recover_part
@@ -491,26 +492,23 @@ class SegmentWriter:
             path.unlink(missing_ok=True)  # nothing of it is playable
             raise
         # The muxer picks the track time scales when writing the header.
-        self._video_out_base: Fraction = self.video.time_base
+        self._video_out_base: Fraction = fraction(self.video.time_base) or info.time_base
         self._audio_origin: dict[Fraction, int] = {}
 
     def _add_video(self, info: StreamInfo, extradata: bytes | None) -> Any:
-        stream = self._container.add_stream(av.codec.Codec(info.video_codec, "r"))
+        stream = add_copy_stream(self._container, info.video_codec)
         ctx = stream.codec_context
         ctx.width = info.width
         ctx.height = info.height
         if extradata:
             ctx.extradata = extradata
-        # PyAV opens this decoder context when writing the header; it never decodes, so keep it
-        # from starting a pool of decoding threads per camera.
-        ctx.thread_count = 1
         if info.video_codec == "hevc":
             ctx.codec_tag = "hvc1"  # what Apple players (and the HA iOS app) require
         return stream
 
     def _add_audio(self, info: StreamInfo, extradata: bytes) -> Any:
         assert info.audio_codec is not None
-        stream = self._container.add_stream(av.codec.Codec(info.audio_codec, "r"))
+        stream = add_copy_stream(self._container, info.audio_codec)
         ctx = stream.codec_context
         ctx.sample_rate = info.audio_sample_rate
         ctx.extradata = extradata
@@ -518,7 +516,6 @@ class SegmentWriter:
             # The AudioSpecificConfig carries the channels anyway: a layout is only a hint.
             with contextlib.suppress(ValueError):
                 ctx.layout = {1: "mono", 2: "stereo"}.get(info.audio_channels, "stereo")
-        ctx.thread_count = 1
         return stream
 
     @property

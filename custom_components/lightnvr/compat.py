@@ -1,0 +1,73 @@
+"""The one place where PyAV and aiortc versions differ.
+
+Home Assistant decides which PyAV the integration gets (13.1 on 2025.4, 16 on 2026.2, 19 on
+2026.11) and with it which aiortc can be installed (1.10 up to 1.16). Everything that is spelled
+differently across those versions lives here, so the rest of the code reads the same on all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+import io
+from typing import Any
+
+import av
+
+PYAV_VERSION: tuple[int, ...] = tuple(int(p) for p in av.__version__.split(".")[:2] if p.isdigit())
+# PyAV 14 removed `add_stream(template=…)` and made `add_stream` look up an *encoder*.
+_HAS_TEMPLATE_API = hasattr(av.container.OutputContainer, "add_stream_from_template")
+
+
+def add_copy_stream(container: Any, codec_name: str) -> Any:
+    """Add a stream to `container` for packets that are muxed as they are (stream copy).
+
+    The stream's codec context is never opened: callers set width, height, extradata and the
+    like on `stream.codec_context`, and the muxer takes them as the track's parameters.
+    PyAV 13 gets a stream from the codec's decoder (opened for its parameters only). PyAV 14+
+    would open an encoder for `add_stream` — an H.264 or H.265 encoder would then replace the
+    camera's parameter sets with its own — so the stream is made from a template instead; a
+    stream made from a template is never opened.
+    """
+    if not _HAS_TEMPLATE_API:
+        stream = container.add_stream(av.codec.Codec(codec_name, "r"))
+        # Opened for its parameters only: no pool of decoding threads per writer.
+        stream.codec_context.thread_count = 1
+        return stream
+    # The template lives in a scratch container of the same format (which accepts the same
+    # codecs); its encoder is only looked up, never opened.
+    scratch = av.open(io.BytesIO(), mode="w", format=container.format.name)
+    try:
+        template = scratch.add_stream(codec_name)
+        return container.add_stream_from_template(template)
+    finally:
+        with contextlib.suppress(av.error.FFmpegError):
+            scratch.close()
+
+
+def add_stream_like(container: Any, template: Any) -> Any:
+    """Add a stream copying `template` (a stream of an open input container)."""
+    if _HAS_TEMPLATE_API:
+        return container.add_stream_from_template(template)
+    return container.add_stream(template=template)
+
+
+def fraction(value: Any) -> Fraction | None:
+    """Return a PyAV rational as a `Fraction` (None when unset).
+
+    PyAV 19 returns its own `AVRational`, whose hash differs from an equal `Fraction` and
+    which is 0/1 rather than None when unset: time bases are used as dict keys and compared
+    across packets, so they are made one type as soon as they leave PyAV.
+    """
+    if value is None or not value:
+        return None
+    return Fraction(int(value.numerator), int(value.denominator))
+
+
+def audio_channels(ctx: Any) -> int | None:
+    """Return the channel count of an audio codec context (PyAV 13 and 14+)."""
+    layout = getattr(ctx, "layout", None)
+    count = getattr(layout, "nb_channels", None)
+    if count is None:
+        count = getattr(ctx, "channels", None)
+    return int(count) if count else None

@@ -75,6 +75,8 @@ class Viewer:
     """One viewer's results."""
 
     frames: int = 0
+    audio_frames: int = 0
+    audio_sample_rate: int | None = None
     width: int | None = None
     height: int | None = None
     first_frame_at: float | None = None
@@ -94,9 +96,21 @@ class Viewer:
 class WebRTCTestClient:
     """Watch a HA camera entity over WebRTC."""
 
-    def __init__(self, router: WsRouter, entity_id: str, *, codecs: tuple[str, ...] = ()) -> None:
-        """`codecs`: mime types in offer order; by default VP8 first, as browsers offer."""
+    def __init__(
+        self,
+        router: WsRouter,
+        entity_id: str,
+        *,
+        codecs: tuple[str, ...] = (),
+        audio: bool = True,
+    ) -> None:
+        """Offer like HA's frontend: audio, then video, both receive-only.
+
+        `codecs`: video mime types in offer order; by default VP8 first, as browsers offer.
+        `audio=False` offers video only.
+        """
         self.codec_order = codecs or ("video/vp8", "video/h264", "video/rtx")
+        self.offer_audio = audio
         self.answer_sdp: str | None = None
         self.router = router
         self.entity_id = entity_id
@@ -109,6 +123,8 @@ class WebRTCTestClient:
 
     async def start(self) -> None:
         """Send the offer and start negotiating in the background."""
+        if self.offer_audio:
+            self.pc.addTransceiver("audio", direction="recvonly")
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         available = RTCRtpSender.getCapabilities("video").codecs
         transceiver.setCodecPreferences(
@@ -165,6 +181,10 @@ class WebRTCTestClient:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                if track.kind == "audio":
+                    self.viewer.audio_frames += 1
+                    self.viewer.audio_sample_rate = frame.sample_rate
+                    continue
                 if self.viewer.first_frame_at is None:
                     self.viewer.first_frame_at = time.monotonic()
                 self.viewer.frames += 1

@@ -64,6 +64,16 @@ def fraction(value: Any) -> Fraction | None:
     return Fraction(int(value.numerator), int(value.denominator))
 
 
+def set_transceiver_codecs(transceiver: Any, codecs: list[Any]) -> None:
+    """Narrow what an aiortc transceiver negotiated (after the offer) to `codecs`.
+
+    aiortc keeps the negotiated codecs in `RTCRtpTransceiver._codecs` (1.10 to 1.16): the
+    answer lists them with their parameters, and the sender sends the first one. Setting them
+    after the offer is applied is how the answer gets the camera's own codec parameters.
+    """
+    transceiver._codecs = list(codecs)
+
+
 def audio_channels(ctx: Any) -> int | None:
     """Return the channel count of an audio codec context (PyAV 13 and 14+)."""
     layout = getattr(ctx, "layout", None)

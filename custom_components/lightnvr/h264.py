@@ -59,3 +59,50 @@ def parameter_sets_annexb(extradata: bytes | None) -> bytes:
     except IndexError:
         return b""
     return bytes(out)
+
+
+def _nal_units(data: bytes) -> list[bytes]:
+    """Split an Annex B buffer into NAL units (without start codes)."""
+    starts: list[int] = []
+    index = data.find(b"\x00\x00\x01")
+    while index != -1:
+        starts.append(index + 3)
+        index = data.find(b"\x00\x00\x01", index + 3)
+    if not starts:
+        return []
+    ends = [start - 3 for start in starts[1:]] + [len(data)]
+    # A 4-byte start code leaves its leading zero on the previous unit; NAL units never end
+    # in a zero byte, so trailing zeros are start-code (or padding) bytes.
+    return [data[start:end].rstrip(b"\x00") for start, end in zip(starts, ends, strict=True)]
+
+
+def profile_level_id(extradata: bytes | None) -> str | None:
+    """Return the SDP `profile-level-id` (6 hex digits) of the stream's SPS, if it has one.
+
+    The three bytes after the SPS's NAL header are profile_idc, the constraint flags and
+    level_idc (H.264 7.3.2.1.1): exactly what RFC 6184 puts in `profile-level-id`.
+    """
+    for unit in _nal_units(parameter_sets_annexb(extradata)):
+        if unit and unit[0] & 0x1F == NAL_SPS and len(unit) >= 4:
+            return unit[1:4].hex()
+    return None
+
+
+def profile_class(profile_level: str) -> str | None:
+    """Return the RFC 6184 profile a `profile-level-id` names (level ignored).
+
+    WebRTC peers only accept an answer for a payload type whose profile equals the offered
+    one; constrained baseline is told apart from baseline by the constraint_set1 flag.
+    """
+    try:
+        value = bytes.fromhex(profile_level)
+    except ValueError:
+        return None
+    if len(value) != 3:
+        return None
+    profile_idc, constraints = value[0], value[1]
+    if profile_idc == 66:
+        return "constrained-baseline" if constraints & 0x40 else "baseline"
+    if profile_idc == 77 and constraints & 0x80 and constraints & 0x40:
+        return "constrained-baseline"  # a main-profile id with the baseline constraints set
+    return {77: "main", 88: "extended", 100: "high"}.get(profile_idc, f"idc-{profile_idc}")

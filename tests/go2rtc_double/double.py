@@ -584,15 +584,28 @@ class WebRtcSession:
             raise RuntimeError("streams: dial: source is offline")
         if "m=video " not in offer_sdp:
             raise RuntimeError("streams: codecs not matched")
-        # Like go2rtc, answer with the source's codec (H.264) whatever the offer lists first:
-        # aiortc fixes the answer's codecs while applying the offer, so the preference must be
-        # set on a transceiver created before that.
-        transceiver = self.pc.addTransceiver(make_track(self.consumer), direction="sendonly")
-        codecs = aiortc.RTCRtpSender.getCapabilities("video").codecs
-        transceiver.setCodecPreferences(
-            [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
-        )
+        # Like go2rtc: apply the offer, whatever order its m-lines have (HA's frontend offers
+        # audio first), then send the source's H.264 on the offer's video transceiver, narrowed
+        # to H.264 (+ RTX) so browsers listing VP8 first still get the source's codec.
         await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(offer_sdp, "offer"))
+        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
+        if not video:
+            raise ValueError("the offer has no video")
+        transceiver = video[0]
+        transceiver.sender.replaceTrack(make_track(self.consumer))
+        transceiver.direction = "sendonly"
+        h264 = [c for c in transceiver._codecs if c.mimeType.lower() == "video/h264"][:1]
+        if not h264:
+            raise ValueError("the offer has no H.264")
+        rtx = [
+            c
+            for c in transceiver._codecs
+            if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == h264[0].payloadType
+        ]
+        transceiver._codecs = h264 + rtx[:1]
+        for other in self.pc.getTransceivers():
+            if other is not transceiver:
+                other.direction = "inactive"
         self._mid = transceiver.mid or "0"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._remote_set = True

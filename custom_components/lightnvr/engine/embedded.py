@@ -20,12 +20,14 @@ from ..const import SNAPSHOT_CACHE_SECONDS
 from ..hub import MediaPacket, StreamHub
 from ..models import CameraConfig
 from .snapshot import SnapshotError, keyframe_to_jpeg
-from .webrtc import WebRTCViewer, to_aiortc_ice_servers
+from .webrtc import ViewerPlan, WebRTCViewer, offered_codecs, to_aiortc_ice_servers
 
 _LOGGER = logging.getLogger(__name__)
 
 # Codecs a browser decodes from our pass-through track.
 WEBRTC_CODECS = frozenset({"h264"})
+# Camera audio a browser plays as it is, when its offer lists the codec (every browser does).
+PASS_THROUGH_AUDIO = {"pcm_alaw": "pcma", "pcm_mulaw": "pcmu"}
 # A snapshot asked for right after a (re)connect waits this long for the first keyframe.
 KEYFRAME_WAIT_SECONDS = 3.0
 
@@ -121,6 +123,11 @@ class EmbeddedEngine:
             return
         ice_servers = to_aiortc_ice_servers(self._hass.config.webrtc.ice_servers)
         viewer = WebRTCViewer(session_id, hub, ice_servers)
+        try:
+            plan = self._plan(hub, offered_codecs(offer_sdp))
+        except ValueError as err:
+            send_message(WebRTCError("webrtc_offer_failed", f"Cannot read the offer: {err}"))
+            return
         self._viewers[session_id] = viewer
 
         @viewer.pc.on("connectionstatechange")
@@ -131,7 +138,7 @@ class EmbeddedEngine:
                 self.close_session(session_id)
 
         try:
-            answer, candidates = await viewer.answer(offer_sdp)
+            answer, candidates = await viewer.answer(offer_sdp, plan)
         except Exception as err:  # noqa: BLE001 - aiortc raises many types; the viewer must hear
             _LOGGER.warning("Cannot answer WebRTC offer for %s: %s", hub.name, err)
             self.close_session(session_id)
@@ -142,6 +149,18 @@ class EmbeddedEngine:
         send_message(WebRTCAnswer(answer))
         for candidate in candidates:
             send_message(WebRTCCandidate(candidate))
+
+    @staticmethod
+    def _plan(hub: StreamHub, offered: dict[str, set[str]]) -> ViewerPlan:
+        """Choose what this viewer gets from what the camera sends and the viewer offers."""
+        info = hub.info
+        audio_codec = info.audio_codec if info else None
+        if (
+            audio_codec in PASS_THROUGH_AUDIO
+            and PASS_THROUGH_AUDIO[audio_codec] in offered["audio"]
+        ):
+            return ViewerPlan(hub, audio=hub, audio_codec=audio_codec)
+        return ViewerPlan(hub)
 
     async def async_on_candidate(
         self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit

@@ -1,9 +1,14 @@
-"""WebRTC sessions of the embedded engine: aiortc peers fed by the hub, H.264 pass-through.
+"""WebRTC sessions of the embedded engine: aiortc peers fed by the hub, pass-through.
 
 Packets go from the hub to aiortc's packetiser untouched: no decode, no re-encode. Every viewer
 starts on the newest keyframe the hub holds; those already-old packets are given timestamps a
 millisecond apart so the browser shows them at once and is at live right after (instead of
 playing the whole group of pictures a second late).
+
+Negotiation follows the viewer's offer, whatever its order (Home Assistant's frontend offers
+audio, then video): the offer is applied first, then our tracks are attached to the offer's own
+transceivers and each m-line is narrowed to the one codec we send, with the camera's own
+parameters in the answer (H.264 `profile-level-id` from its SPS).
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import candidate_from_sdp
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 import av
 from webrtc_models import RTCIceCandidateInit, RTCIceServer as HassIceServer
 
-from ..h264 import has_parameter_sets, parameter_sets_annexb
+from ..compat import set_transceiver_codecs
+from ..h264 import has_parameter_sets, parameter_sets_annexb, profile_class, profile_level_id
 from ..hub import MediaPacket, StreamHub
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +47,16 @@ CATCH_UP_STEP = RTP_CLOCK // 1000
 # A jump of the source clock larger than this (reconnect, broken camera clock) re-anchors time.
 MAX_SOURCE_STEP = 5 * RTP_CLOCK
 VIEWER_QUEUE_PACKETS = 300
+# Audio older than this when it reaches the viewer is dropped, never sent late: late audio
+# would only hold the browser's playout (and with it the picture) behind live.
+AUDIO_STALE_SECONDS = 0.25
+
+# RTP clock rates of the audio codecs we send (RFC 3551; Opus: RFC 7587).
+AUDIO_CLOCKS = {"pcm_alaw": 8000, "pcm_mulaw": 8000, "opus": 48000}
+# The SDP names of the codecs we send.
+SDP_NAMES = {"h264": "h264", "pcm_alaw": "pcma", "pcm_mulaw": "pcmu", "opus": "opus"}
+# RTCP feedback aiortc's senders answer (NACK, PLI, FIR, REMB).
+_FEEDBACK = {("nack", None), ("nack", "pli"), ("ccm", "fir"), ("goog-remb", None)}
 
 
 class HubVideoTrack(MediaStreamTrack):
@@ -114,6 +131,178 @@ class HubVideoTrack(MediaStreamTrack):
         return out
 
 
+class HubAudioTrack(MediaStreamTrack):
+    """An audio track that hands already-encoded audio (G.711, Opus) to aiortc unchanged.
+
+    The RTP clock follows the camera's own audio timestamps (so sound keeps the camera's pace
+    and stays in step with the picture), anchored where the viewer joins.
+    """
+
+    kind = "audio"
+
+    def __init__(self, source: StreamHub, codec: str) -> None:
+        """Subscribe to `source`'s audio packets of `codec` (live only, no backlog)."""
+        super().__init__()
+        self._source = source
+        self._codec = codec
+        self._clock = AUDIO_CLOCKS[codec]
+        self._time_base = Fraction(1, self._clock)
+        self._queue = source.subscribe(VIEWER_QUEUE_PACKETS, from_keyframe=False)
+        self._last_in: int | None = None
+        self._last_out: int | None = None
+        self._offset: int | None = None
+        self.packets_sent = 0
+
+    async def recv(self) -> av.Packet:
+        """Return the next audio packet for aiortc to packetise."""
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            try:
+                packet = await self._queue.get()
+            except EOFError:
+                self.stop()
+                raise MediaStreamError from None
+            if packet.kind != "audio" or packet.pts is None:
+                continue
+            if time.monotonic() - packet.received > AUDIO_STALE_SECONDS:
+                continue
+            out = av.Packet(packet.data)
+            out.pts = self._rtp_timestamp(packet)
+            out.time_base = self._time_base
+            self.packets_sent += 1
+            return out
+
+    def stop(self) -> None:
+        """Stop the track and release its subscription."""
+        super().stop()
+        self._source.unsubscribe(self._queue)
+
+    def _rtp_timestamp(self, packet: MediaPacket) -> int:
+        assert packet.pts is not None
+        ts_in = round(packet.pts * packet.time_base * self._clock)
+        if self._last_in is None or self._last_out is None or self._offset is None:
+            self._offset = -ts_in
+        elif not 0 < ts_in - self._last_in <= 5 * self._clock:
+            # A reconnect or a broken camera clock: continue one 20 ms packet later.
+            self._offset = self._last_out + self._clock // 50 - ts_in
+        out = ts_in + self._offset
+        self._last_in, self._last_out = ts_in, out
+        return out
+
+
+class ViewerPlan:
+    """What one viewer gets: the sources and codecs of its video and (optional) audio."""
+
+    def __init__(
+        self,
+        video: StreamHub,
+        *,
+        audio: StreamHub | None = None,
+        audio_codec: str | None = None,
+        video_path: str = "h264 pass-through",
+    ) -> None:
+        """Describe a viewer's media (`audio_codec` as PyAV names it: pcm_alaw, opus…)."""
+        self.video = video
+        self.audio = audio if audio_codec else None
+        self.audio_codec = audio_codec if audio is not None else None
+        self.video_path = video_path
+
+
+def offered_codecs(offer_sdp: str) -> dict[str, set[str]]:
+    """Return the codec names (lower case) the offer lists per media kind."""
+    offered: dict[str, set[str]] = {"audio": set(), "video": set()}
+    for media in SessionDescription.parse(offer_sdp).media:
+        if media.kind in offered:
+            offered[media.kind] |= {c.mimeType.split("/")[1].lower() for c in media.rtp.codecs}
+    return offered
+
+
+def _feedback(codec: RTCRtpCodecParameters) -> list[RTCRtcpFeedback]:
+    return [fb for fb in codec.rtcpFeedback if (fb.type, fb.parameter) in _FEEDBACK]
+
+
+def _with_rtx(
+    chosen: RTCRtpCodecParameters, offered: list[RTCRtpCodecParameters]
+) -> list[RTCRtpCodecParameters]:
+    """`chosen` plus the offer's retransmission payload type for it, if any."""
+    rtx = [
+        c
+        for c in offered
+        if c.mimeType.lower().endswith("/rtx")
+        and str(c.parameters.get("apt")) == str(chosen.payloadType)
+    ]
+    return [chosen, *rtx[:1]]
+
+
+def choose_h264(
+    offered: list[RTCRtpCodecParameters], camera_profile_level: str | None
+) -> list[RTCRtpCodecParameters]:
+    """Pick the offer's H.264 payload type for the camera's stream and describe it.
+
+    A payload type whose profile equals the camera's gets the camera's own `profile-level-id`
+    (the level may differ: level-asymmetry-allowed). When the viewer offers no such profile,
+    its most capable packetization-mode=1 payload type is answered as offered and the camera's
+    stream sent anyway: browsers' decoders take any profile; that is what they got before.
+    """
+    h264 = [
+        c
+        for c in offered
+        if c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
+    ]
+    if not h264:
+        raise ValueError("the viewer offers no H.264 (packetization-mode 1)")
+    wanted = profile_class(camera_profile_level) if camera_profile_level else None
+
+    def profile(codec: RTCRtpCodecParameters) -> str | None:
+        return profile_class(str(codec.parameters.get("profile-level-id", "42e01f")))
+
+    same = [c for c in h264 if wanted is not None and profile(c) == wanted]
+    rank = ["high", "main", "constrained-baseline", "baseline"]
+    base = (
+        same[0]
+        if same
+        else min(h264, key=lambda c: rank.index(p) if (p := profile(c)) in rank else len(rank))
+    )
+    parameters: dict[str, str | int] = {
+        "level-asymmetry-allowed": 1,
+        "packetization-mode": 1,
+        "profile-level-id": (
+            camera_profile_level
+            if same and camera_profile_level
+            else str(base.parameters.get("profile-level-id", "42e01f"))
+        ),
+    }
+    chosen = RTCRtpCodecParameters(
+        mimeType="video/H264",
+        clockRate=90000,
+        payloadType=base.payloadType,
+        rtcpFeedback=_feedback(base),
+        parameters=parameters,
+    )
+    return _with_rtx(chosen, offered)
+
+
+def choose_audio(
+    offered: list[RTCRtpCodecParameters], codec: str
+) -> list[RTCRtpCodecParameters] | None:
+    """Return the offer's payload type for `codec` (pcm_alaw, pcm_mulaw, opus), if offered."""
+    name = SDP_NAMES[codec]
+    for candidate in offered:
+        if candidate.mimeType.split("/")[1].lower() == name:
+            return [
+                RTCRtpCodecParameters(
+                    mimeType=candidate.mimeType,
+                    clockRate=candidate.clockRate,
+                    channels=candidate.channels,
+                    payloadType=candidate.payloadType,
+                    rtcpFeedback=[],
+                    parameters=dict(candidate.parameters),
+                )
+            ]
+    return None
+
+
 def to_aiortc_ice_servers(servers: Iterable[HassIceServer]) -> list[RTCIceServer]:
     """Convert Home Assistant's configured ICE servers to aiortc's type."""
     return [
@@ -154,7 +343,7 @@ def split_candidates(sdp: str) -> tuple[str, list[RTCIceCandidateInit]]:
 
 
 class WebRTCViewer:
-    """One viewer: a peer connection, its track, and candidates that arrived early."""
+    """One viewer: a peer connection, its tracks, and candidates that arrived early."""
 
     def __init__(self, session_id: str, hub: StreamHub, ice_servers: list[RTCIceServer]) -> None:
         """Create the peer connection (nothing is negotiated yet)."""
@@ -162,35 +351,62 @@ class WebRTCViewer:
         self.hub = hub
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.track: HubVideoTrack | None = None
+        self.audio_track: HubAudioTrack | None = None
         self.closed = False
         self._remote_set = False
         self._early_candidates: list[RTCIceCandidateInit] = []
         self._mids: list[str] = []
 
-    async def answer(self, offer_sdp: str) -> tuple[str, list[RTCIceCandidateInit]]:
+    async def answer(
+        self, offer_sdp: str, plan: ViewerPlan | None = None
+    ) -> tuple[str, list[RTCIceCandidateInit]]:
         """Negotiate: return the answer SDP (without candidates) and our candidates."""
-        if "\nm=video " not in "\n" + offer_sdp.replace("\r\n", "\n"):
+        plan = plan or ViewerPlan(self.hub)
+        offer = SessionDescription.parse(offer_sdp)
+        offered = {media.rtp.muxId: media for media in offer.media}
+        if not any(media.kind == "video" for media in offer.media):
             raise ValueError("the offer has no video")
-        # The transceiver and its codec preference must exist BEFORE the offer is applied:
-        # aiortc fixes the answer's codecs while applying it, and browsers list VP8 first
-        # (which aiortc would then try to encode). H.264 only: we pass the camera's through.
-        self.track = HubVideoTrack(self.hub)
-        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        transceiver.setCodecPreferences(
-            [
-                codec
-                for codec in RTCRtpSender.getCapabilities("video").codecs
-                if codec.mimeType.lower() in ("video/h264", "video/rtx")
-            ]
-        )
+        # The offer first, then our tracks on the offer's own transceivers: adding ours before
+        # would leave a viewer that offers audio first (HA's frontend) without pictures.
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        self._mids = [t.mid or str(i) for i, t in enumerate(self.pc.getTransceivers())]
+        transceivers = self.pc.getTransceivers()
+        self._mids = [t.mid or str(i) for i, t in enumerate(transceivers)]
+        for transceiver in transceivers:
+            media = offered.get(transceiver.mid)
+            codecs = media.rtp.codecs if media is not None else []
+            if transceiver.kind == "video" and self.track is None:
+                info = plan.video.info
+                camera_profile = profile_level_id(info.extradata if info else None)
+                if camera_profile is None and (keyframe := plan.video.latest_keyframe()):
+                    camera_profile = profile_level_id(keyframe.data)
+                self.track = HubVideoTrack(plan.video)
+                self._send(transceiver, self.track, choose_h264(codecs, camera_profile))
+            elif transceiver.kind == "audio" and self.audio_track is None and plan.audio_codec:
+                assert plan.audio is not None
+                chosen = choose_audio(codecs, plan.audio_codec)
+                if chosen is None:
+                    transceiver.direction = "inactive"
+                    continue
+                self.audio_track = HubAudioTrack(plan.audio, plan.audio_codec)
+                self._send(transceiver, self.audio_track, chosen)
+            else:
+                transceiver.direction = "inactive"  # nothing of ours for this m-line
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._remote_set = True
         for candidate in self._early_candidates:
             await self.add_candidate(candidate)
         self._early_candidates.clear()
         return split_candidates(self.pc.localDescription.sdp)
+
+    @staticmethod
+    def _send(
+        transceiver: RTCRtpTransceiver,
+        track: MediaStreamTrack,
+        codecs: list[RTCRtpCodecParameters],
+    ) -> None:
+        transceiver.sender.replaceTrack(track)
+        transceiver.direction = "sendonly"
+        set_transceiver_codecs(transceiver, codecs)
 
     async def add_candidate(self, candidate: RTCIceCandidateInit) -> None:
         """Add a remote candidate (queued until the offer has been applied)."""
@@ -216,6 +432,7 @@ class WebRTCViewer:
         if self.closed:
             return
         self.closed = True
-        if self.track is not None:
-            self.track.stop()
+        for track in (self.track, self.audio_track):
+            if track is not None:
+                track.stop()
         await self.pc.close()

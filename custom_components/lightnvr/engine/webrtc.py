@@ -264,7 +264,7 @@ def choose_h264(
         if same
         else min(h264, key=lambda c: rank.index(p) if (p := profile(c)) in rank else len(rank))
     )
-    parameters: dict[str, str | int] = {
+    parameters: dict[str, str | int | None] = {
         "level-asymmetry-allowed": 1,
         "packetization-mode": 1,
         "profile-level-id": (

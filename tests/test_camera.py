@@ -9,6 +9,7 @@ import logging
 from homeassistant.components.camera import async_get_image
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_component import async_update_entity
 from PIL import Image
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -19,6 +20,7 @@ from .infra.rtsp import RtspServer
 from .webrtc_client import WebRTCTestClient, WsRouter, negotiated_video_codec
 
 ENTITY_ID = "camera.front_door"
+LIVE_VIEW_SENSOR = "sensor.front_door_live_view"
 SOURCE_SIZE = (640, 360)
 
 
@@ -31,6 +33,14 @@ async def _wait_state(hass: HomeAssistant, entity_id: str, predicate, timeout: f
             await asyncio.sleep(0.1)
 
 
+async def _live_view(hass: HomeAssistant) -> str:
+    """Return the camera's live view sensor after asking it to update."""
+    await async_update_entity(hass, LIVE_VIEW_SENSOR)
+    state = hass.states.get(LIVE_VIEW_SENSOR)
+    assert state is not None
+    return state.state
+
+
 @pytest.mark.usefixtures("webrtc_loopback")
 async def test_webrtc_live_view_decodes_frames(
     hass: HomeAssistant,
@@ -39,12 +49,15 @@ async def test_webrtc_live_view_decodes_frames(
 ) -> None:
     """An aiortc viewer gets H.264 pictures at the source's resolution through HA."""
     await _wait_state(hass, ENTITY_ID, lambda s: s == "streaming")
+    assert await _live_view(hass) == "idle"
     router = WsRouter(await hass_ws_client(hass))
     client = WebRTCTestClient(router, ENTITY_ID)
     try:
         await client.start()
         viewer = await client.wait_frames(25)
         assert (viewer.width, viewer.height) == SOURCE_SIZE
+        assert await _live_view(hass) == "h264_passthrough"
+        assert viewer.audio_frames == 0  # the camera has no audio: the audio m-line is idle
         # The viewer offered VP8 first, as browsers do: we still answer with H.264 only.
         assert client.answer_sdp is not None
         assert negotiated_video_codec(client.answer_sdp) == "H264"

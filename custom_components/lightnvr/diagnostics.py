@@ -46,6 +46,7 @@ async def async_get_config_entry_diagnostics(
             stats = asdict(hub.stats())
             info = hub.info
             camera["stream"] = stats
+            camera["live_view"] = engine.live_view_path(camera_id)
             camera["video"] = (
                 {
                     "codec": info.video_codec,

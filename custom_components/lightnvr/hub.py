@@ -516,12 +516,13 @@ class StreamHub:
 
     @staticmethod
     def _annexb_filter(video: Any) -> Any:
-        """Return a bitstream filter turning length-prefixed H.264 into Annex B, if needed."""
+        """Return a bitstream filter turning length-prefixed H.264/H.265 into Annex B, if needed."""
         extradata = video.codec_context.extradata
-        if video.codec_context.name == "h264" and extradata and not is_annexb(bytes(extradata)):
+        codec = video.codec_context.name
+        if codec in ("h264", "hevc") and extradata and not is_annexb(bytes(extradata)):
             from av.bitstream import BitStreamFilterContext  # noqa: PLC0415
 
-            return BitStreamFilterContext("h264_mp4toannexb", video)
+            return BitStreamFilterContext(f"{codec}_mp4toannexb", video)
         return None
 
     def _to_media_packet(

@@ -47,7 +47,6 @@ class LightNvrRuntime:
     # One per entity platform: creates that platform's entities for a camera.
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
     detection: dict[str, DetectionPipeline] = field(default_factory=dict)
-    substream_hubs: dict[str, StreamHub] = field(default_factory=dict)
     detection_events: dict[str, DetectionEvents] = field(default_factory=dict)
     stopped: bool = False
 
@@ -72,11 +71,8 @@ class LightNvrRuntime:
         return self.options.object_labels if self.options.object_url else ()
 
     async def _async_start_detection(self, camera: CameraConfig, hub: StreamHub) -> None:
-        """Run detection on the substream when there is one (its own single connection)."""
-        if camera.substream is not None:
-            hub = StreamHub(f"{camera.name} (substream)", camera.substream, self.hass.loop)
-            hub.start()
-            self.substream_hubs[camera.camera_id] = hub
+        """Run detection on the substream when there is one (the engine reads it)."""
+        hub = self.engine.substream_hub(camera.camera_id) or hub
         pipeline = DetectionPipeline(
             self.hass, camera.camera_id, hub, self.detection_options(camera), name=camera.name
         )
@@ -116,8 +112,6 @@ class LightNvrRuntime:
             events.detach()
         if (pipeline := self.detection.pop(camera_id, None)) is not None:
             await pipeline.async_stop()
-        if (hub := self.substream_hubs.pop(camera_id, None)) is not None:
-            await hub.async_stop()
 
     async def async_add_camera(self, camera: CameraConfig) -> None:
         """Start a camera and its recorder, and create its entities on every loaded platform."""

@@ -1,4 +1,4 @@
-"""Sensors: the hub's storage (used, free, oldest recording) and each camera's last recording."""
+"""Sensors: the hub's storage; per camera its last recording and how its live view is made."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN, MANUFACTURER
+from .engine.base import LIVE_VIEW_PATHS
 from .engine.go2rtc import Go2RtcEngine
 from .entity import LightNvrCameraEntity
 from .models import CameraConfig
@@ -91,7 +92,8 @@ async def async_setup_entry(
 
     def add_camera(camera: CameraConfig) -> None:
         async_add_entities(
-            [LastRecordingSensor(runtime, camera)], config_subentry_id=camera.camera_id
+            [LastRecordingSensor(runtime, camera), LiveViewSensor(runtime, camera)],
+            config_subentry_id=camera.camera_id,
         )
 
     runtime.entity_factories.append(add_camera)
@@ -155,6 +157,36 @@ class LastRecordingSensor(LightNvrCameraEntity, SensorEntity):
         """Update whenever the recorder's state changes."""
         await super().async_added_to_hass()
         self.async_on_remove(self._recorder.add_listener(self.async_write_ha_state))
+
+
+class LiveViewSensor(LightNvrCameraEntity, SensorEntity):
+    """How the camera's live view is made now: pass-through, sub-stream, transcode, idle.
+
+    Polled: viewers come and go inside the engine, and a state written at most every few
+    seconds is all a user needs to see why a camera costs CPU.
+    """
+
+    _attr_translation_key = "live_view"
+    _attr_device_class = SensorDeviceClass.ENUM
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_should_poll = True
+
+    def __init__(self, runtime: LightNvrRuntime, camera: CameraConfig) -> None:
+        """Create the sensor."""
+        super().__init__(runtime, camera)
+        self._attr_unique_id = f"{camera.camera_id}_live_view"
+        self._attr_options = list(LIVE_VIEW_PATHS)
+        self._engine = runtime.engine
+
+    @property
+    def available(self) -> bool:
+        """Known whether or not the camera is up."""
+        return True
+
+    @property
+    def native_value(self) -> str:
+        """Return the path of the costliest viewer, or "idle"."""
+        return self._engine.live_view_path(self._camera.camera_id)
 
 
 class Go2RtcRestartsSensor(SensorEntity):

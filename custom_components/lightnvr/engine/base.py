@@ -10,6 +10,16 @@ from webrtc_models import RTCIceCandidateInit
 from ..hub import StreamHub
 from ..models import CameraConfig
 
+# How a camera's live view is made, cheapest first; "idle" while nobody watches.
+LIVE_VIEW_PATHS = (
+    "idle",
+    "h264_passthrough",
+    "h265_passthrough",
+    "substream",
+    "transcode",
+    "go2rtc",
+)
+
 
 class StreamEngine(Protocol):
     """Moves video from cameras to viewers; one instance per hub entry."""
@@ -30,6 +40,12 @@ class StreamEngine(Protocol):
 
     def hub(self, camera_id: str) -> StreamHub:
         """Return the hub of a camera added before."""
+
+    def substream_hub(self, camera_id: str) -> StreamHub | None:
+        """Return the hub of the camera's sub-stream (its own connection), if it has one."""
+
+    def live_view_path(self, camera_id: str) -> str:
+        """Return how the camera's viewers are served now (one of `LIVE_VIEW_PATHS`)."""
 
     async def async_stream_source(self, camera_id: str) -> str | None:
         """Return a URL other programs (HA's stream component) may open, credentials included."""

@@ -19,6 +19,7 @@ from webrtc_models import RTCIceCandidateInit
 from ..const import SNAPSHOT_CACHE_SECONDS
 from ..hub import MediaPacket, StreamHub
 from ..models import CameraConfig
+from .base import LIVE_VIEW_PATHS
 from .snapshot import SnapshotError, keyframe_to_jpeg
 from .webrtc import ViewerPlan, WebRTCViewer, offered_codecs, to_aiortc_ice_servers
 
@@ -26,6 +27,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Codecs a browser decodes from our pass-through track.
 WEBRTC_CODECS = frozenset({"h264"})
+# How a viewer's video is made (diagnostics, the camera's live view sensor).
+PATH_H264, PATH_H265, PATH_SUBSTREAM, PATH_TRANSCODE = LIVE_VIEW_PATHS[1:5]
 # Camera audio a browser plays as it is, when its offer lists the codec (every browser does).
 PASS_THROUGH_AUDIO = {"pcm_alaw": "pcma", "pcm_mulaw": "pcmu"}
 # A snapshot asked for right after a (re)connect waits this long for the first keyframe.
@@ -50,6 +53,7 @@ class EmbeddedEngine:
         self._hass = hass
         self._cameras: dict[str, CameraConfig] = {}
         self._hubs: dict[str, StreamHub] = {}
+        self._substreams: dict[str, StreamHub] = {}
         self._viewers: dict[str, WebRTCViewer] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._snapshots: dict[str, _Snapshot] = {}
@@ -65,8 +69,9 @@ class EmbeddedEngine:
         await asyncio.gather(*(viewer.close() for viewer in viewers), return_exceptions=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        hubs = list(self._hubs.values())
+        hubs = [*self._hubs.values(), *self._substreams.values()]
         self._hubs.clear()
+        self._substreams.clear()
         await asyncio.gather(*(hub.async_stop() for hub in hubs))
 
     async def async_add_camera(self, camera: CameraConfig) -> StreamHub:
@@ -76,11 +81,16 @@ class EmbeddedEngine:
         self._hubs[camera.camera_id] = hub
         self._snapshot_locks[camera.camera_id] = asyncio.Lock()
         hub.start()
+        if camera.substream is not None:
+            substream = StreamHub(f"{camera.name} (substream)", camera.substream, self._hass.loop)
+            self._substreams[camera.camera_id] = substream
+            substream.start()
         return hub
 
     async def async_remove_camera(self, camera_id: str) -> None:
         """Close the camera's viewers and stop its hub."""
         hub = self._hubs.pop(camera_id, None)
+        substream = self._substreams.pop(camera_id, None)
         self._cameras.pop(camera_id, None)
         self._snapshots.pop(camera_id, None)
         self._snapshot_locks.pop(camera_id, None)
@@ -90,10 +100,22 @@ class EmbeddedEngine:
             if viewer.hub is hub:
                 self.close_session(session_id)
         await hub.async_stop()
+        if substream is not None:
+            await substream.async_stop()
 
     def hub(self, camera_id: str) -> StreamHub:
         """Return a camera's hub."""
         return self._hubs[camera_id]
+
+    def live_view_path(self, camera_id: str) -> str:
+        """Return the costliest way a viewer of this camera is served now, or "idle"."""
+        hub = self._hubs.get(camera_id)
+        paths = {v.path for v in self._viewers.values() if v.hub is hub and not v.closed}
+        return max(paths, key=LIVE_VIEW_PATHS.index, default="idle")
+
+    def substream_hub(self, camera_id: str) -> StreamHub | None:
+        """Return the hub reading the camera's sub-stream, if it has one."""
+        return self._substreams.get(camera_id)
 
     async def async_stream_source(self, camera_id: str) -> str | None:
         """Return the camera's own URL: the embedded engine has no restream."""
@@ -111,23 +133,14 @@ class EmbeddedEngine:
     ) -> None:
         """Answer a viewer's offer; candidates follow the answer one by one (trickle ICE)."""
         hub = self._hubs[camera_id]
-        info = hub.info
-        if info is not None and info.video_codec not in WEBRTC_CODECS:
-            send_message(
-                WebRTCError(
-                    "webrtc_offer_failed",
-                    f"{info.video_codec.upper()} cannot be played over WebRTC by the embedded "
-                    "engine; use the go2rtc engine for this camera",
-                )
-            )
+        try:
+            plan = self._plan(camera_id, offered_codecs(offer_sdp))
+        except ValueError as err:
+            send_message(WebRTCError("webrtc_offer_failed", f"Cannot answer the offer: {err}"))
             return
         ice_servers = to_aiortc_ice_servers(self._hass.config.webrtc.ice_servers)
         viewer = WebRTCViewer(session_id, hub, ice_servers)
-        try:
-            plan = self._plan(hub, offered_codecs(offer_sdp))
-        except ValueError as err:
-            send_message(WebRTCError("webrtc_offer_failed", f"Cannot read the offer: {err}"))
-            return
+        viewer.path = plan.video_path
         self._viewers[session_id] = viewer
 
         @viewer.pc.on("connectionstatechange")
@@ -150,17 +163,37 @@ class EmbeddedEngine:
         for candidate in candidates:
             send_message(WebRTCCandidate(candidate))
 
-    @staticmethod
-    def _plan(hub: StreamHub, offered: dict[str, set[str]]) -> ViewerPlan:
-        """Choose what this viewer gets from what the camera sends and the viewer offers."""
+    def _plan(self, camera_id: str, offered: dict[str, set[str]]) -> ViewerPlan:
+        """Choose what this viewer gets from what the camera sends and the viewer offers.
+
+        Video: the camera's own stream when the viewer decodes its codec (H.264 always,
+        H.265 when offered); else the camera's H.264 sub-stream. Audio: G.711 as it is when
+        the viewer offers that variant.
+        """
+        hub = self._hubs[camera_id]
         info = hub.info
+        video, video_codec, path = hub, "h264", PATH_H264
+        if info is not None and info.video_codec == "hevc":
+            substream = self._substreams.get(camera_id)
+            sub_info = substream.info if substream is not None else None
+            if "h265" in offered["video"]:
+                video_codec, path = "hevc", PATH_H265
+            elif substream is not None and sub_info is not None and sub_info.video_codec == "h264":
+                video, path = substream, PATH_SUBSTREAM
+            else:
+                raise ValueError(
+                    "the camera sends H.265, which this viewer cannot decode; add an H.264 "
+                    "sub-stream to the camera"
+                )
+        elif info is not None and info.video_codec not in WEBRTC_CODECS:
+            raise ValueError(f"{info.video_codec.upper()} cannot be played over WebRTC")
         audio_codec = info.audio_codec if info else None
-        if (
-            audio_codec in PASS_THROUGH_AUDIO
-            and PASS_THROUGH_AUDIO[audio_codec] in offered["audio"]
-        ):
-            return ViewerPlan(hub, audio=hub, audio_codec=audio_codec)
-        return ViewerPlan(hub)
+        sdp_name = PASS_THROUGH_AUDIO.get(audio_codec or "")
+        if audio_codec and sdp_name in offered["audio"]:
+            return ViewerPlan(
+                video, video_codec=video_codec, audio=hub, audio_codec=audio_codec, video_path=path
+            )
+        return ViewerPlan(video, video_codec=video_codec, video_path=path)
 
     async def async_on_candidate(
         self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit

@@ -32,9 +32,11 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 import av
 from webrtc_models import RTCIceCandidateInit, RTCIceServer as HassIceServer
 
+from .. import h265
 from ..compat import set_transceiver_codecs
 from ..h264 import has_parameter_sets, parameter_sets_annexb, profile_class, profile_level_id
 from ..hub import MediaPacket, StreamHub
+from .rtp_h265 import choose_h265, register_h265
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,9 +102,12 @@ class HubVideoTrack(MediaStreamTrack):
 
     def _to_av_packet(self, packet: MediaPacket) -> av.Packet:
         data = packet.data
-        if packet.keyframe and not has_parameter_sets(data):
+        info = self._hub.info
+        if packet.keyframe and info is not None and info.video_codec == "hevc":
+            # WebRTC has no out-of-band H.265 parameter sets: every keyframe carries them.
+            data = h265.with_parameter_sets(data, info.extradata)
+        elif packet.keyframe and not has_parameter_sets(data):
             # Cameras that announce SPS/PPS only in the SDP: the viewer needs them in-band.
-            info = self._hub.info
             data = parameter_sets_annexb(info.extradata if info else None) + data
         out = av.Packet(data)
         out.pts = self._rtp_timestamp(packet)
@@ -198,12 +203,14 @@ class ViewerPlan:
         self,
         video: StreamHub,
         *,
+        video_codec: str = "h264",
         audio: StreamHub | None = None,
         audio_codec: str | None = None,
         video_path: str = "h264 pass-through",
     ) -> None:
-        """Describe a viewer's media (`audio_codec` as PyAV names it: pcm_alaw, opus…)."""
+        """Describe a viewer's media (codecs as PyAV names them: h264, hevc, pcm_alaw, opus…)."""
         self.video = video
+        self.video_codec = video_codec
         self.audio = audio if audio_codec else None
         self.audio_codec = audio_codec if audio is not None else None
         self.video_path = video_path
@@ -352,6 +359,7 @@ class WebRTCViewer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.track: HubVideoTrack | None = None
         self.audio_track: HubAudioTrack | None = None
+        self.path = "h264_passthrough"  # how its video is made (see engine.base)
         self.closed = False
         self._remote_set = False
         self._early_candidates: list[RTCIceCandidateInit] = []
@@ -375,20 +383,17 @@ class WebRTCViewer:
             media = offered.get(transceiver.mid)
             codecs = media.rtp.codecs if media is not None else []
             if transceiver.kind == "video" and self.track is None:
-                info = plan.video.info
-                camera_profile = profile_level_id(info.extradata if info else None)
-                if camera_profile is None and (keyframe := plan.video.latest_keyframe()):
-                    camera_profile = profile_level_id(keyframe.data)
+                chosen = self._video_codecs(plan, codecs)
                 self.track = HubVideoTrack(plan.video)
-                self._send(transceiver, self.track, choose_h264(codecs, camera_profile))
+                self._send(transceiver, self.track, chosen)
             elif transceiver.kind == "audio" and self.audio_track is None and plan.audio_codec:
                 assert plan.audio is not None
-                chosen = choose_audio(codecs, plan.audio_codec)
-                if chosen is None:
+                audio_codecs = choose_audio(codecs, plan.audio_codec)
+                if audio_codecs is None:
                     transceiver.direction = "inactive"
                     continue
                 self.audio_track = HubAudioTrack(plan.audio, plan.audio_codec)
-                self._send(transceiver, self.audio_track, chosen)
+                self._send(transceiver, self.audio_track, audio_codecs)
             else:
                 transceiver.direction = "inactive"  # nothing of ours for this m-line
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -397,6 +402,29 @@ class WebRTCViewer:
             await self.add_candidate(candidate)
         self._early_candidates.clear()
         return split_candidates(self.pc.localDescription.sdp)
+
+    @staticmethod
+    def _video_codecs(
+        plan: ViewerPlan, offered: list[RTCRtpCodecParameters]
+    ) -> list[RTCRtpCodecParameters]:
+        """Return the answer's video codecs, with the parameters of the stream we send."""
+        info = plan.video.info
+        keyframe = plan.video.latest_keyframe()
+        if plan.video_codec == "hevc":
+            ptl = h265.profile_tier_level(info.extradata if info else None) or (
+                h265.profile_tier_level(keyframe.data) if keyframe else None
+            )
+            if ptl is None:
+                raise ValueError("the camera's H.265 parameter sets are not known yet")
+            register_h265()
+            chosen = choose_h265(offered, ptl)
+            if not chosen:
+                raise ValueError("the viewer offers no H.265 this camera's stream fits")
+            return chosen
+        camera_profile = profile_level_id(info.extradata if info else None)
+        if camera_profile is None and keyframe is not None:
+            camera_profile = profile_level_id(keyframe.data)
+        return choose_h264(offered, camera_profile)
 
     @staticmethod
     def _send(

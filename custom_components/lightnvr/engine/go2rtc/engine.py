@@ -136,6 +136,8 @@ class Go2RtcEngine:
         self._cameras: dict[str, CameraConfig] = {}
         self._names: dict[str, str] = {}
         self._hubs: dict[str, StreamHub] = {}
+        # Sub-streams are read straight from the camera (not registered with go2rtc).
+        self._substreams: dict[str, StreamHub] = {}
         self._sessions: dict[str, _Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[], None]] = []
@@ -345,8 +347,9 @@ class Go2RtcEngine:
             self.close_session(session_id)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        hubs = list(self._hubs.values())
+        hubs = [*self._hubs.values(), *self._substreams.values()]
         self._hubs.clear()
+        self._substreams.clear()
         await asyncio.gather(*(hub.async_stop() for hub in hubs))
         await self._async_stop_process()
         await self._async_close_client()
@@ -399,6 +402,10 @@ class Go2RtcEngine:
         )
         self._hubs[camera.camera_id] = hub
         hub.start()
+        if camera.substream is not None:
+            substream = StreamHub(f"{camera.name} (substream)", camera.substream, self._hass.loop)
+            self._substreams[camera.camera_id] = substream
+            substream.start()
         return hub
 
     async def async_remove_camera(self, camera_id: str) -> None:
@@ -406,6 +413,7 @@ class Go2RtcEngine:
         camera = self._cameras.pop(camera_id, None)
         name = self._names.pop(camera_id, None)
         hub = self._hubs.pop(camera_id, None)
+        substream = self._substreams.pop(camera_id, None)
         for session_id, session in list(self._sessions.items()):
             if session.camera_id == camera_id:
                 self.close_session(session_id)
@@ -418,10 +426,21 @@ class Go2RtcEngine:
                     _LOGGER.debug("Cannot remove stream of %s from go2rtc: %s", camera, err)
         if hub is not None:
             await hub.async_stop()
+        if substream is not None:
+            await substream.async_stop()
 
     def hub(self, camera_id: str) -> StreamHub:
         """Return a camera's hub."""
         return self._hubs[camera_id]
+
+    def live_view_path(self, camera_id: str) -> str:
+        """Return "go2rtc" while go2rtc serves a viewer of this camera, else "idle"."""
+        watched = any(s.camera_id == camera_id for s in self._sessions.values())
+        return "go2rtc" if watched else "idle"
+
+    def substream_hub(self, camera_id: str) -> StreamHub | None:
+        """Return the hub reading the camera's sub-stream, if it has one."""
+        return self._substreams.get(camera_id)
 
     async def async_stream_source(self, camera_id: str) -> str | None:
         """Return go2rtc's RTSP restream of the camera (credentials included)."""

@@ -26,6 +26,7 @@ from custom_components.lightnvr.const import (
     SUBENTRY_CAMERA,
 )
 
+from .infra.cameras import CameraMatrix
 from .infra.media import make_default_clip
 from .infra.rtsp import RtspServer
 
@@ -48,6 +49,16 @@ def media_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def camera_clip(media_cache: Path) -> Path:
     """640x360 25 fps H.264, keyframe every second, like a camera's substream."""
     return make_default_clip(media_cache)
+
+
+@pytest.fixture(scope="session")
+def camera_matrix(media_cache: Path) -> Iterator[CameraMatrix]:
+    """Every camera shape of infra/cameras.py at its own mount of one real RTSP server.
+
+    Shared by the whole session (the clips are made once): never stop or restart it in a test.
+    """
+    with CameraMatrix(media_cache, user=CAMERA_USER, password=CAMERA_PASSWORD) as matrix:
+        yield matrix
 
 
 @pytest.fixture

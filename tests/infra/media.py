@@ -1,8 +1,10 @@
-"""Generate H.264 test media with Debian's ffmpeg, cached per file name.
+"""Generate camera-like test media with Debian's ffmpeg, cached per file name.
 
-The clips look like what an IP camera sends: H.264 High profile, yuv420p, no B-frames, a fixed
-GOP (keyframe interval) and no audio. They are served as-is (no re-encoding) by
-``tests/infra/rtsp_server.py``, so their properties are exactly what the tests receive.
+The clips look like what an IP camera sends: H.264 (High by default; Constrained Baseline or
+Main on request) or H.265 Main, yuv420p, no B-frames, a fixed GOP (keyframe interval), and
+optionally an audio track (AAC, G.711 A-law or µ-law) with a sine tone. They are served as-is
+(no re-encoding) by ``tests/infra/rtsp_server.py``, so their properties are exactly what the
+tests receive.
 
 Every function writes to a temporary name first and renames it into place, so an interrupted
 encode never leaves a truncated file that a later run would mistake for a cached clip.
@@ -21,10 +23,13 @@ __all__ = [
     "DEFAULT_HEIGHT",
     "DEFAULT_SECONDS",
     "DEFAULT_WIDTH",
+    "add_audio",
+    "audio_tiles",
     "ffmpeg_binary",
     "make_default_clip",
     "make_h264",
     "make_motion_clip",
+    "make_video",
 ]
 
 # The small clip most tests use: cheap to encode (well under a second) and to serve.
@@ -45,8 +50,11 @@ def ffmpeg_binary() -> str:
     raise FileNotFoundError("ffmpeg not found: install Debian's ffmpeg package")
 
 
-def _x264_camera_args(fps: int, gop: int, bitrate: int | str) -> list[str]:
+def _x264_camera_args(fps: int, gop: int, bitrate: int | str, profile: str = "high") -> list[str]:
     """Encoder options that mimic a camera stream.
+
+    ``profile`` is x264's: ``baseline`` (which x264 writes as Constrained Baseline), ``main`` or
+    ``high``.
 
     - ``-bf 0``: cameras send no B-frames, so PTS == DTS and packets arrive in display order.
     - ``-g/-keyint_min`` equal and ``-sc_threshold 0``: keyframes strictly every ``gop`` frames,
@@ -59,7 +67,7 @@ def _x264_camera_args(fps: int, gop: int, bitrate: int | str) -> list[str]:
     return [
         "-c:v", "libx264",
         "-preset", "veryfast",
-        "-profile:v", "high",
+        "-profile:v", profile,
         "-pix_fmt", "yuv420p",
         "-b:v", rate,
         "-maxrate", rate,
@@ -183,3 +191,137 @@ def make_motion_clip(
         *_x264_camera_args(fps, gop, bitrate),
     ]  # fmt: skip
     return _encode(Path(path), args)
+
+
+# ------------------------------------------------------------------------------------------
+# Any camera shape: H.264 of a given profile or H.265, plus an optional audio track.
+
+# Audio codecs as the RTSP server sends them -> (ffmpeg encoder, container suffix).
+# MP4 cannot hold G.711, MOV can (qtdemux reads both).
+_AUDIO_ENCODERS = {
+    "aac": ("aac", ".mp4"),
+    "pcma": ("pcm_alaw", ".mov"),
+    "pcmu": ("pcm_mulaw", ".mov"),
+}
+AAC_FRAME_SAMPLES = 1024
+
+
+def _x265_camera_args(fps: int, gop: int, bitrate: int | str) -> list[str]:
+    """H.265 Main, camera-like like ``_x264_camera_args`` (fixed GOP, no B-frames).
+
+    ``ultrafast`` keeps encoding cheap (a 4K frame costs ~0.17 s on 2 cores); the profile
+    stays Main. Parameter sets live in the MP4's hvcC box; the RTSP server's h265parse puts
+    them in-band before every keyframe anyway.
+    """
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:log-level=error"
+    return [
+        "-c:v", "libx265",
+        "-preset", "ultrafast",
+        "-profile:v", "main",
+        "-pix_fmt", "yuv420p",
+        "-b:v", str(bitrate),
+        "-x265-params", params,
+        "-r", str(fps),
+        "-an",
+        "-movflags", "+faststart",
+    ]  # fmt: skip
+
+
+def make_video(
+    path: Path | str,
+    *,
+    codec: str = "h264",
+    profile: str = "high",
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 15,
+    seconds: float = 8.0,
+    gop: int | None = None,
+    bitrate: int | str = "1500k",
+) -> Path:
+    """Encode a camera-like video-only MP4 of ``testsrc2`` (``codec`` ``h264`` or ``hevc``).
+
+    ``profile`` applies to H.264 (``baseline``, ``main``, ``high``); H.265 is always Main.
+    ``gop`` defaults to ``fps`` (a keyframe every second). Cached like ``make_h264``.
+    """
+    gop = gop or fps
+    source = f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds:g}"
+    if codec == "h264":
+        encoder = _x264_camera_args(fps, gop, bitrate, profile)
+    elif codec == "hevc":
+        if profile != "main":
+            raise ValueError(f"H.265 clips are Main profile, not {profile!r}")
+        encoder = _x265_camera_args(fps, gop, bitrate)
+    else:
+        raise ValueError(f"unknown video codec {codec!r} (h264 or hevc)")
+    return _encode(Path(path), ["-f", "lavfi", "-i", source, *encoder])
+
+
+def audio_tiles(codec: str, rate: int, seconds: float) -> bool:
+    """Whether ``seconds`` of ``codec`` audio at ``rate`` is a whole number of packets.
+
+    Only then does the audio track end exactly where the video ends, so a looping server
+    continues the audio without a gap: AAC needs whole frames of 1024 samples (16 kHz: a
+    multiple of 64 ms; 32 kHz: of 32 ms), G.711 whole 20 ms packets.
+    """
+    if codec not in _AUDIO_ENCODERS:
+        raise ValueError(f"unknown audio codec {codec!r}; one of {', '.join(_AUDIO_ENCODERS)}")
+    samples = seconds * rate
+    unit = AAC_FRAME_SAMPLES if codec == "aac" else rate / 50
+    return abs(samples / unit - round(samples / unit)) < 1e-6
+
+
+def add_audio(
+    video: Path | str,
+    path: Path | str,
+    *,
+    codec: str,
+    rate: int,
+    seconds: float,
+    channels: int = 1,
+    frequency: int = 440,
+) -> Path:
+    """Copy ``video`` (no re-encoding) into ``path`` together with a sine-tone audio track.
+
+    ``codec`` is ``aac`` (MP4), ``pcma`` or ``pcmu`` (G.711 A-law/µ-law, MOV). ``path`` gets
+    the right suffix if it has another one; the final path is returned. ``seconds`` should be
+    the video's length and tile with the codec's packets (``audio_tiles``).
+
+    AAC is encoded on its own into ADTS first and then muxed as-is. Encoded straight into the
+    MP4 it would get an edit list hiding the encoder's 1024 priming samples, and qtdemux then
+    drops the track's last frame, leaving a 64 ms hole at every loop of the server. Without
+    the edit list the track starts with the priming frame (audio lags video by one frame, far
+    below what anyone notices in a test tone) and is exactly ``seconds`` long; its content is
+    one frame shorter so that the encoder's final frame ends there.
+    """
+    if codec not in _AUDIO_ENCODERS:
+        raise ValueError(f"unknown audio codec {codec!r}; one of {', '.join(_AUDIO_ENCODERS)}")
+    encoder, suffix = _AUDIO_ENCODERS[codec]
+    path = Path(path).with_suffix(suffix)
+    if path.exists():
+        return path
+    tone = seconds
+    if codec == "aac":
+        tone = seconds - AAC_FRAME_SAMPLES / rate
+    source = f"sine=frequency={frequency}:sample_rate={rate}:duration={tone:g}"
+    if codec == "aac":
+        # Private to this process (like _encode's partial files), as it is deleted after use.
+        adts = _encode(
+            path.with_name(f".{path.stem}.{os.getpid()}.audio.aac"),
+            ["-f", "lavfi", "-i", source, "-c:a", "aac", "-b:a", "32k", "-ac", str(channels),
+             "-f", "adts"],
+        )  # fmt: skip
+        try:
+            return _encode(
+                path,
+                ["-i", str(video), "-i", str(adts), "-map", "0:v", "-map", "1:a", "-c", "copy",
+                 "-movflags", "+faststart"],
+            )  # fmt: skip
+        finally:
+            adts.unlink(missing_ok=True)
+    return _encode(
+        path,
+        ["-i", str(video), "-f", "lavfi", "-i", source, "-map", "0:v", "-map", "1:a",
+         "-c:v", "copy", "-c:a", encoder, "-ac", str(channels), "-ar", str(rate),
+         "-movflags", "+faststart"],
+    )  # fmt: skip

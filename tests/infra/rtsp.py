@@ -82,7 +82,8 @@ def unavailable_reason() -> str | None:
         "import gi; gi.require_version('Gst', '1.0'); "
         "gi.require_version('GstRtspServer', '1.0'); "
         "from gi.repository import Gst; Gst.init(None); "
-        "missing = [e for e in ('qtdemux', 'h264parse', 'rtph264pay') "
+        "missing = [e for e in ('qtdemux', 'h264parse', 'rtph264pay', 'h265parse', "
+        "'rtph265pay', 'aacparse', 'rtpmp4gpay', 'rtppcmapay', 'rtppcmupay') "
         "if Gst.ElementFactory.find(e) is None]; "
         "assert not missing, missing"
     )
@@ -152,12 +153,15 @@ def _finalize(running: _Running) -> None:
 
 
 class RtspServer:
-    """A looping RTSP "camera" serving MP4 files (H.264, not re-encoded) on 127.0.0.1.
+    """A looping RTSP "camera" serving media files (not re-encoded) on 127.0.0.1.
 
-    ``media`` maps mount names (``"cam"`` or ``"/cam"``) to MP4 files. ``port``/``auth_port``
-    None means "pick a free port on the first start()"; later start() calls reuse the same
-    ports, so a camera can be taken down and brought back at the same URL. Giving ``user`` and
-    ``password`` adds a second server on ``auth_port`` with the same mounts behind basic auth.
+    ``media`` maps mount names (``"cam"`` or ``"/cam"``) to files: MP4/MOV with H.264 or
+    H.265 video and optionally AAC, G.711 A-law or µ-law audio (see ``media.make_video`` and
+    ``media.add_audio``; ``cameras.CameraMatrix`` serves a whole set of camera shapes).
+    ``port``/``auth_port`` None means "pick a free port on the first start()"; later start()
+    calls reuse the same ports, so a camera can be taken down and brought back at the same URL.
+    Giving ``user`` and ``password`` adds a second server on ``auth_port`` with the same mounts
+    behind basic auth.
     """
 
     def __init__(
@@ -328,6 +332,17 @@ class RtspServer:
     def media_count(self, mount: str | None = None) -> int:
         """Pipelines constructed; clients of a mount share one while any is connected."""
         return self.count("MEDIA-CONSTRUCTED", mount)
+
+    def mount_info(self, mount: str) -> dict[str, str]:
+        """What the server detected in a mount's file: ``{"video": "h264", "audio": "aac"}``.
+
+        ``audio`` is ``"none"`` for a file without audio. Known once the server has started.
+        """
+        path = "/" + self._known_mount(mount)
+        for event in reversed(self.events):
+            if event.kind == "MOUNT" and event.attrs.get("path") == path:
+                return {key: value for key, value in event.attrs.items() if key != "path"}
+        raise RuntimeError(f"no MOUNT line for {path}; was the server started?")
 
     def loop_count(self, mount: str | None = None) -> int:
         """How often a file restarted from the beginning."""

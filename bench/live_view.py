@@ -21,6 +21,7 @@ import statistics
 import time
 from typing import Any
 
+import av
 from homeassistant.components.camera import DATA_COMPONENT as CAMERA_COMPONENT
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
@@ -130,20 +131,24 @@ async def bench_live_view(
             await asyncio.sleep(rng.uniform(0.3, 1.3))  # land anywhere in the 1 s GOP
             webrtc.append(await _webrtc_once(router))
         hls: list[float] = []
-        for _ in range(HLS_RUNS):
+        # Home Assistant 2025.4's own stream component calls PyAV 13's `add_stream(template=)`:
+        # with a newer PyAV (the .venv-latest stack) it cannot run, so there is no HLS to compare.
+        ha_stream_runs = not hasattr(av.container.OutputContainer, "add_stream_from_template")
+        for _ in range(HLS_RUNS if ha_stream_runs else 0):
             await asyncio.sleep(rng.uniform(0.3, 1.3))
             hls.append(await _hls_once(hass, router, http))
     finally:
         await router.close()
 
-    ratio = statistics.median(hls) / statistics.median(webrtc)
     print()
-    print("Live view start-up, 1080p25 H.264 (GOP 1 s), seconds")
+    print(f"Live view start-up, 1080p25 H.264 (GOP 1 s), seconds (PyAV {av.__version__})")
     print("| path                         | runs |   median |      p90 |      min |      max |")
     print("|------------------------------|------|----------|----------|----------|----------|")
     print(_row("LightNVR WebRTC (embedded)", webrtc))
-    print(_row("HA stream HLS (1st segment)", hls))
-    print(
-        f"\nHLS median / WebRTC median = {ratio:.1f}x   (goals: WebRTC median <= 0.3 s, "
-        "p90 <= 1.0 s, >= 5x faster than HLS)"
-    )
+    if hls:
+        print(_row("HA stream HLS (1st segment)", hls))
+        ratio = statistics.median(hls) / statistics.median(webrtc)
+        print(f"\nHLS median / WebRTC median = {ratio:.1f}x")
+    else:
+        print("| HA stream HLS                | n/a: HA 2025.4's stream needs PyAV 13     |")
+    print("(goals: WebRTC median <= 0.3 s, p90 <= 1.0 s, >= 5x faster than HLS)")

@@ -13,7 +13,8 @@ Where the segments come from (no second camera connection, no second remux of wh
   every consumer uses. It is started by the first live request and stopped once nobody asked
   for a playlist or segment for `LIVE_IDLE_TIMEOUT` seconds, so no disk is needed and an
   unwatched camera costs nothing. It starts from the hub's cached GOP, so its first segment is
-  ready at the camera's next keyframe.
+  ready at the camera's next keyframe. Like the recorder, it transcodes audio other than AAC
+  to AAC (`recorder.audio.AacAudio`).
 - The two switch over by themselves: when the recorder starts writing while the muxer runs,
   its first keyframe fragment takes over and the muxer stops; when the recorder stops (switch
   off, storage full), the muxer starts. A switch, a new recording file or a new camera
@@ -63,6 +64,7 @@ from homeassistant.util import dt as dt_util
 
 from ..compat import add_copy_stream
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from ..recorder.audio import AacAudio
 from ..recorder.segmenter import (
     AUDIO_CODECS,
     VIDEO_CODECS,
@@ -392,6 +394,7 @@ class MemoryMuxer:
         self._video_clock = TimestampRepair(None)
         self._audio_clock = TimestampRepair(None)
         self._audio_extradata: bytes | None = None  # learnt from ADTS headers
+        self._aac = AacAudio(name)
         self._need_keyframe = True
         self._origin = 0
         self._dropped = 0
@@ -461,7 +464,8 @@ class MemoryMuxer:
             if packet.kind == "video":
                 self._handle_video(packet)
             else:
-                self._handle_audio(packet)
+                for audio in self._aac.convert(packet):  # other audio comes out as AAC
+                    self._handle_audio(audio)
         except (av.error.FFmpegError, OSError, ValueError) as err:
             # One bad packet must not end live view: start over at the next keyframe.
             _LOGGER.debug("Live HLS muxer of %s: %s; restarting", self.name, err)
@@ -473,7 +477,7 @@ class MemoryMuxer:
     def _new_generation(self, generation: int) -> None:
         self._close()
         self._generation = generation
-        info = self._source.info
+        info = self._aac.reset(self._source.info, generation)
         fps = info.fps if info is not None and info.generation == generation else None
         self._video_clock = TimestampRepair(1 / fps if fps else None)
         rate = info.audio_sample_rate if info is not None else None
@@ -502,7 +506,7 @@ class MemoryMuxer:
         )
 
     def _handle_audio(self, packet: MediaPacket) -> None:
-        info = self._source.info
+        info = self._aac.stream_info(self._source.info)
         if info is None or info.audio_codec not in AUDIO_CODECS:
             return
         clock = self._audio_clock
@@ -521,7 +525,7 @@ class MemoryMuxer:
             container.write_audio(data, dts, pts, packet.time_base, clock.step)
 
     def _open(self, packet: MediaPacket, dts: int) -> _Container | None:
-        info = self._source.info
+        info = self._aac.stream_info(self._source.info)
         if info is None or info.generation != packet.generation:
             return None
         if info.video_codec not in VIDEO_CODECS:

@@ -6,8 +6,9 @@ keyframe before them so that a clip can always start on a keyframe. A trigger op
 from that buffer (the newest keyframe at least `pre_roll` seconds before the trigger) and the
 clip then follows the live stream until the detection is released plus `post_roll` seconds,
 never longer than `max_length` seconds in all. Packets are copied into a fragmented MP4 by the
-recorder's own writer (`segmenter`): no decoding, no second muxer, and a crash loses at most
-the fragment being built.
+recorder's own writer (`segmenter`): no second muxer, and a crash loses at most the fragment
+being built. Video is never decoded; audio other than AAC is transcoded to AAC as it arrives
+(`audio.AacAudio`), so the buffer and every clip hold AAC.
 
 - **One event clip at a time per camera**: a trigger while a clip runs (or is in its
   post-roll) extends that clip and adds its label; the clip ends once every label that
@@ -63,6 +64,7 @@ from homeassistant.util import dt as dt_util
 
 from ..detection import Box
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from .audio import AacAudio
 from .segmenter import (
     AUDIO_CODECS,
     DEFAULT_FRAGMENT_SECONDS,
@@ -729,6 +731,7 @@ class ClipRecorder:
         self._audio_clock = TimestampRepair(None)
         self._audio_codec: str | None = None
         self._adts_config: bytes | None = None
+        self._aac = AacAudio(source.name)
         self._unsupported_logged: set[str] = set()
 
         self.dropped_packets = 0
@@ -1012,9 +1015,12 @@ class ClipRecorder:
     def _on_packet(self, packet: MediaPacket) -> None:
         if packet.generation != self._generation:
             self._new_generation(packet.generation)
-        entry = self._entry(packet)
-        if entry is None:
-            return
+        for media in self._aac.convert(packet):  # audio other than AAC comes out as AAC
+            entry = self._entry(media)
+            if entry is not None:
+                self._on_entry(entry)
+
+    def _on_entry(self, entry: _Entry) -> None:
         self._buffer_add(entry)
         for clip in self._snapshot():
             if clip.writer is None:
@@ -1035,7 +1041,7 @@ class ClipRecorder:
             self._finish_open("new connection")
         self._clear_buffer()
         self._generation = generation
-        info = self._source.info
+        info = self._aac.reset(self._source.info, generation)
         current = info is not None and info.generation == generation
         fps = info.fps if info is not None and current else None
         self._video_clock = TimestampRepair(1 / fps if fps else None)
@@ -1104,7 +1110,7 @@ class ClipRecorder:
 
     def _try_open(self, clip: _Clip) -> None:
         """Open a pending clip from the buffer, at the keyframe before its pre-roll."""
-        info = self._source.info
+        info = self._aac.stream_info(self._source.info)
         if info is None or info.generation != self._generation or not self._buffer:
             return
         if info.video_codec not in VIDEO_CODECS:

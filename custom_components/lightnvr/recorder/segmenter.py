@@ -1,7 +1,7 @@
 """Segmenter: one camera's packets → crash-safe fragmented MP4 segments, by stream copy.
 
 One thread per camera reads the camera's StreamHub (a thread subscriber: the recorder never
-opens a connection of its own) and muxes the packets with PyAV, never decoding them:
+opens a connection of its own) and muxes the packets with PyAV, never decoding the video:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
   keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is handed
@@ -16,6 +16,8 @@ opens a connection of its own) and muxes the packets with PyAV, never decoding t
   never stops because of them.
 - A file being written is named `….mp4.part` and renamed to `….mp4` when finished; a part left
   behind by a crash is made playable at the next start (`storage.recover_part`).
+- **Audio**: AAC is copied; any other codec (G.711 above all) is transcoded to AAC in this
+  thread (`audio.AacAudio`), because MP4 players play nothing else.
 
 The output streams are described from the hub's `StreamInfo` (there is no input stream to
 copy them from): each gets a *decoder* codec context carrying the codec, size and extradata.
@@ -46,6 +48,7 @@ import av.error
 from ..compat import add_copy_stream, fraction
 from ..h264 import parameter_sets_annexb
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from .audio import AacAudio
 from .storage import Segment, StorageLayout, recover_part
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ PAUSE_WRITE_ERROR = "write_error"
 PAUSE_UNSUPPORTED = "unsupported_codec"
 
 VIDEO_CODECS = frozenset({"h264", "hevc"})
-# MP4 holds these by stream copy; G.711 and friends would need transcoding, which we never do.
+# MP4 holds these by stream copy; other audio is transcoded to AAC first (`audio.AacAudio`).
 AUDIO_CODECS = frozenset({"aac"})
 
 _POLL_SECONDS = 0.5  # how often an idle thread looks at its control flags
@@ -711,6 +714,7 @@ class Segmenter:
         self._audio_clock = TimestampRepair(None)
         self._audio_codec: str | None = None
         self._audio_extradata: bytes | None = None  # learnt from ADTS headers
+        self._aac = AacAudio(source.name)
         self._need_keyframe = True
         self._segment_origin = 0  # repaired dts of the current segment's first frame
         self._seconds_per_tick = 0.0
@@ -955,7 +959,8 @@ class Segmenter:
             if packet.kind == "video":
                 self._handle_video(packet)
             else:
-                self._handle_audio(packet)
+                for audio in self._aac.convert(packet):
+                    self._handle_audio(audio)
         except (OSError, av.error.FFmpegError) as err:
             self._write_failed(err)
         except Exception as err:
@@ -968,7 +973,7 @@ class Segmenter:
             _LOGGER.debug("%s: new connection; finishing the segment", self._source.name)
         self._finish()
         self._generation = generation
-        info = self._source.info
+        info = self._aac.reset(self._source.info, generation)
         fps = info.fps if info is not None and info.generation == generation else None
         self._video_clock = TimestampRepair(1 / fps if fps else None)
         rate = info.audio_sample_rate if info is not None else None
@@ -1043,7 +1048,7 @@ class Segmenter:
             if codec not in self._unsupported_logged:
                 self._unsupported_logged.add(codec)
                 _LOGGER.info(
-                    "%s: %s audio is not recorded (MP4 cannot hold it without transcoding)",
+                    "%s: %s audio is not recorded (it cannot be converted to AAC)",
                     self._source.name,
                     codec,
                 )
@@ -1053,7 +1058,7 @@ class Segmenter:
     def _open(
         self, packet: MediaPacket, dts: int, previous: SegmentWriter | None = None
     ) -> SegmentWriter | None:
-        info = self._source.info
+        info = self._aac.stream_info(self._source.info)
         if info is None or info.generation != packet.generation:
             self._need_keyframe = True  # this connection's details are gone: wait for the next
             return None

@@ -21,6 +21,7 @@ from ..hub import MediaPacket, StreamHub
 from ..models import CameraConfig
 from .base import LIVE_VIEW_PATHS
 from .snapshot import SnapshotError, keyframe_to_jpeg
+from .transcode import SharedTranscoders
 from .webrtc import ViewerPlan, WebRTCViewer, offered_codecs, to_aiortc_ice_servers
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class EmbeddedEngine:
         self._cameras: dict[str, CameraConfig] = {}
         self._hubs: dict[str, StreamHub] = {}
         self._substreams: dict[str, StreamHub] = {}
+        self._transcoders: dict[str, SharedTranscoders] = {}
         self._viewers: dict[str, WebRTCViewer] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._snapshots: dict[str, _Snapshot] = {}
@@ -69,6 +71,9 @@ class EmbeddedEngine:
         await asyncio.gather(*(viewer.close() for viewer in viewers), return_exceptions=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        transcoders = list(self._transcoders.values())
+        self._transcoders.clear()
+        await asyncio.gather(*(shared.async_stop() for shared in transcoders))
         hubs = [*self._hubs.values(), *self._substreams.values()]
         self._hubs.clear()
         self._substreams.clear()
@@ -80,6 +85,8 @@ class EmbeddedEngine:
         self._cameras[camera.camera_id] = camera
         self._hubs[camera.camera_id] = hub
         self._snapshot_locks[camera.camera_id] = asyncio.Lock()
+        # Threads start only when a viewer needs a transcode.
+        self._transcoders[camera.camera_id] = SharedTranscoders(hub, self._hass.loop)
         hub.start()
         if camera.substream is not None:
             substream = StreamHub(f"{camera.name} (substream)", camera.substream, self._hass.loop)
@@ -91,6 +98,7 @@ class EmbeddedEngine:
         """Close the camera's viewers and stop its hub."""
         hub = self._hubs.pop(camera_id, None)
         substream = self._substreams.pop(camera_id, None)
+        transcoders = self._transcoders.pop(camera_id, None)
         self._cameras.pop(camera_id, None)
         self._snapshots.pop(camera_id, None)
         self._snapshot_locks.pop(camera_id, None)
@@ -99,6 +107,10 @@ class EmbeddedEngine:
         for session_id, viewer in list(self._viewers.items()):
             if viewer.hub is hub:
                 self.close_session(session_id)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        if transcoders is not None:
+            await transcoders.async_stop()
         await hub.async_stop()
         if substream is not None:
             await substream.async_stop()
@@ -110,7 +122,7 @@ class EmbeddedEngine:
     def live_view_path(self, camera_id: str) -> str:
         """Return the costliest way a viewer of this camera is served now, or "idle"."""
         hub = self._hubs.get(camera_id)
-        paths = {v.path for v in self._viewers.values() if v.hub is hub and not v.closed}
+        paths = {v.plan.video_path for v in self._viewers.values() if v.hub is hub and not v.closed}
         return max(paths, key=LIVE_VIEW_PATHS.index, default="idle")
 
     def substream_hub(self, camera_id: str) -> StreamHub | None:
@@ -134,13 +146,13 @@ class EmbeddedEngine:
         """Answer a viewer's offer; candidates follow the answer one by one (trickle ICE)."""
         hub = self._hubs[camera_id]
         try:
-            plan = self._plan(camera_id, offered_codecs(offer_sdp))
+            plan = await self._plan(camera_id, offered_codecs(offer_sdp))
         except ValueError as err:
             send_message(WebRTCError("webrtc_offer_failed", f"Cannot answer the offer: {err}"))
             return
         ice_servers = to_aiortc_ice_servers(self._hass.config.webrtc.ice_servers)
         viewer = WebRTCViewer(session_id, hub, ice_servers)
-        viewer.path = plan.video_path
+        viewer.plan = plan
         self._viewers[session_id] = viewer
 
         @viewer.pc.on("connectionstatechange")
@@ -163,37 +175,43 @@ class EmbeddedEngine:
         for candidate in candidates:
             send_message(WebRTCCandidate(candidate))
 
-    def _plan(self, camera_id: str, offered: dict[str, set[str]]) -> ViewerPlan:
+    async def _plan(self, camera_id: str, offered: dict[str, set[str]]) -> ViewerPlan:
         """Choose what this viewer gets from what the camera sends and the viewer offers.
 
         Video: the camera's own stream when the viewer decodes its codec (H.264 always,
-        H.265 when offered); else the camera's H.264 sub-stream. Audio: G.711 as it is when
-        the viewer offers that variant.
+        H.265 when offered); else the camera's H.264 sub-stream; else the camera's one shared
+        H.264 transcode. Audio: G.711 as it is when the viewer offers that variant, anything
+        else as Opus from the camera's one shared audio transcode. Shared transcodes are held
+        for the viewer (`plan.releases`) and linger a while after the last one leaves.
         """
         hub = self._hubs[camera_id]
+        shared = self._transcoders[camera_id]
         info = hub.info
-        video, video_codec, path = hub, "h264", PATH_H264
-        if info is not None and info.video_codec == "hevc":
-            substream = self._substreams.get(camera_id)
-            sub_info = substream.info if substream is not None else None
-            if "h265" in offered["video"]:
-                video_codec, path = "hevc", PATH_H265
-            elif substream is not None and sub_info is not None and sub_info.video_codec == "h264":
-                video, path = substream, PATH_SUBSTREAM
-            else:
-                raise ValueError(
-                    "the camera sends H.265, which this viewer cannot decode; add an H.264 "
-                    "sub-stream to the camera"
-                )
-        elif info is not None and info.video_codec not in WEBRTC_CODECS:
-            raise ValueError(f"{info.video_codec.upper()} cannot be played over WebRTC")
-        audio_codec = info.audio_codec if info else None
-        sdp_name = PASS_THROUGH_AUDIO.get(audio_codec or "")
-        if audio_codec and sdp_name in offered["audio"]:
-            return ViewerPlan(
-                video, video_codec=video_codec, audio=hub, audio_codec=audio_codec, video_path=path
-            )
-        return ViewerPlan(video, video_codec=video_codec, video_path=path)
+        plan = ViewerPlan(hub, video_path=PATH_H264)
+        try:
+            if info is not None and info.video_codec == "hevc":
+                substream = self._substreams.get(camera_id)
+                sub_info = substream.info if substream is not None else None
+                if "h265" in offered["video"]:
+                    plan.video_codec, plan.video_path = "hevc", PATH_H265
+                elif substream is not None and sub_info and sub_info.video_codec == "h264":
+                    plan.video, plan.video_path = substream, PATH_SUBSTREAM
+                else:
+                    plan.video = await shared.acquire_video()
+                    plan.releases.append(shared.release_video)
+                    plan.video_path = PATH_TRANSCODE
+            elif info is not None and info.video_codec not in WEBRTC_CODECS:
+                raise ValueError(f"{info.video_codec.upper()} cannot be played over WebRTC")
+            audio_codec = info.audio_codec if info else None
+            if audio_codec and PASS_THROUGH_AUDIO.get(audio_codec) in offered["audio"]:
+                plan.audio, plan.audio_codec = hub, audio_codec
+            elif audio_codec and "opus" in offered["audio"]:
+                plan.audio, plan.audio_codec = await shared.acquire_audio(), "opus"
+                plan.releases.append(shared.release_audio)
+        except BaseException:
+            plan.release()
+            raise
+        return plan
 
     async def async_on_candidate(
         self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit

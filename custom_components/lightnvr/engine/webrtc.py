@@ -13,10 +13,12 @@ parameters in the answer (H.264 `profile-level-id` from its SPS).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from fractions import Fraction
 import logging
 import time
+from typing import Protocol
 
 from aiortc import (
     MediaStreamTrack,
@@ -35,7 +37,7 @@ from webrtc_models import RTCIceCandidateInit, RTCIceServer as HassIceServer
 from .. import h265
 from ..compat import set_transceiver_codecs
 from ..h264 import has_parameter_sets, parameter_sets_annexb, profile_class, profile_level_id
-from ..hub import MediaPacket, StreamHub
+from ..hub import MediaPacket, PacketQueue, StreamHub, StreamInfo
 from .rtp_h265 import choose_h265, register_h265
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class HubVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, hub: StreamHub) -> None:
+    def __init__(self, hub: PacketSource) -> None:
         """Subscribe to `hub`, starting at its newest keyframe."""
         super().__init__()
         self._hub = hub
@@ -145,7 +147,7 @@ class HubAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, source: StreamHub, codec: str) -> None:
+    def __init__(self, source: PacketSource, codec: str) -> None:
         """Subscribe to `source`'s audio packets of `codec` (live only, no backlog)."""
         super().__init__()
         self._source = source
@@ -196,24 +198,40 @@ class HubAudioTrack(MediaStreamTrack):
         return out
 
 
-class ViewerPlan:
-    """What one viewer gets: the sources and codecs of its video and (optional) audio."""
+class PacketSource(Protocol):
+    """What a track reads: a camera's hub, its sub-stream's, or a shared transcoder."""
 
-    def __init__(
-        self,
-        video: StreamHub,
-        *,
-        video_codec: str = "h264",
-        audio: StreamHub | None = None,
-        audio_codec: str | None = None,
-        video_path: str = "h264 pass-through",
-    ) -> None:
-        """Describe a viewer's media (codecs as PyAV names them: h264, hevc, pcm_alaw, opus…)."""
-        self.video = video
-        self.video_codec = video_codec
-        self.audio = audio if audio_codec else None
-        self.audio_codec = audio_codec if audio is not None else None
-        self.video_path = video_path
+    @property
+    def info(self) -> StreamInfo | None:
+        """Describe the stream (None until known)."""
+
+    def subscribe(self, maxlen: int = 256, *, from_keyframe: bool = True) -> PacketQueue:
+        """Return a queue of the packets from now on."""
+
+    def unsubscribe(self, queue: PacketQueue) -> None:
+        """Stop and close a queue."""
+
+    def latest_keyframe(self) -> MediaPacket | None:
+        """Return the newest keyframe, if any."""
+
+
+@dataclass(slots=True)
+class ViewerPlan:
+    """What one viewer gets: the sources and codecs (as PyAV names them) of its media."""
+
+    video: PacketSource
+    video_codec: str = "h264"
+    video_path: str = "h264_passthrough"  # how its video is made (see engine.base)
+    audio: PacketSource | None = None
+    audio_codec: str | None = None  # pcm_alaw, pcm_mulaw, opus; None: no audio
+    # Shared transcodes this viewer holds, released when it leaves.
+    releases: list[Callable[[], None]] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let go of what the plan holds (once)."""
+        releases, self.releases = self.releases, []
+        for release in releases:
+            release()
 
 
 def offered_codecs(offer_sdp: str) -> dict[str, set[str]]:
@@ -359,7 +377,7 @@ class WebRTCViewer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.track: HubVideoTrack | None = None
         self.audio_track: HubAudioTrack | None = None
-        self.path = "h264_passthrough"  # how its video is made (see engine.base)
+        self.plan = ViewerPlan(hub)
         self.closed = False
         self._remote_set = False
         self._early_candidates: list[RTCIceCandidateInit] = []
@@ -463,4 +481,5 @@ class WebRTCViewer:
         for track in (self.track, self.audio_track):
             if track is not None:
                 track.stop()
+        self.plan.release()
         await self.pc.close()

@@ -37,10 +37,10 @@ from .infra.browser import (
     find_chromium,
     webrtc_media,
 )
-from .infra.rtsp import RtspServer
+from .infra.cameras import CameraMatrix
 
 ENTITY_ID = "camera.front_door"
-SOURCE_SIZE = (640, 360)
+SOURCE_SIZE = (1280, 720)  # both browser cameras (the transcode keeps 1280 px)
 VIEW_PATH = "cameras"
 DASHBOARD = {
     "title": "LightNVR",
@@ -161,9 +161,19 @@ async def frontend_url(
     return f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-async def camera_entry(
-    hass: HomeAssistant, frontend_url: str, rtsp_camera: RtspServer, tmp_path: Path
+# Cameras with sound: H.264 + AAC (audio as Opus) and H.265 + G.711 A-law (headless Chromium
+# decodes no H.265: the shared H.264 transcode; the A-law audio as it is).
+BROWSER_CAMERAS = ("h264_main_aac", "h265_pcma")
+
+
+@pytest.fixture(params=BROWSER_CAMERAS)
+async def camera_entry(  # noqa: PLR0917 - pytest fixtures
+    request: pytest.FixtureRequest,
+    hass: HomeAssistant,
+    frontend_url: str,
+    camera_matrix: CameraMatrix,
+    tmp_path: Path,
+    socket_enabled: None,
 ) -> AsyncIterator[MockConfigEntry]:
     """A loaded LightNVR hub with one camera ("Front door"), set up after the frontend."""
     entry = MockConfigEntry(
@@ -173,7 +183,7 @@ async def camera_entry(
         subentries_data=[
             camera_subentry(
                 "Front door",
-                rtsp_camera.auth_url("cam", credentials=False),
+                camera_matrix.auth_url(request.param, credentials=False),
                 **{CONF_USERNAME: CAMERA_USER, CONF_PASSWORD: CAMERA_PASSWORD},
             )
         ],
@@ -277,6 +287,4 @@ async def test_dashboard_live_view_plays_in_chromium(
     for pair in media.candidate_pairs:  # both ends on loopback: nothing left the machine
         assert pair["local"].startswith("127.0.0.1:"), media.describe()
         assert pair["remote"].startswith("127.0.0.1:"), media.describe()
-    # Audio is recorded, not asserted: the integration sends no audio yet. When the audio
-    # feature lands, add here: assert media.has_audio, media.describe()
-    print(f"audio: {'yes' if media.has_audio else 'no audio'}")  # noqa: T201
+    assert media.has_audio, media.describe()  # the camera's sound plays in the card

@@ -34,6 +34,7 @@ from custom_components.lightnvr.const import (
     CONF_RECORD,
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
+    CONF_TRANSCODE_FULL_SIZE,
     DOMAIN,
     SUBENTRY_CAMERA,
 )
@@ -185,3 +186,31 @@ async def test_camera_shape_end_to_end(  # noqa: PLR0917 - pytest fixtures
     else:
         # AAC is kept as it is; G.711 is recorded as AAC so browsers play it.
         assert streams["audio"]["codec_name"] == "aac"
+
+
+@pytest.mark.parametrize("full_size", [False, True])
+async def test_transcode_size_option(
+    hass: HomeAssistant, hub: MockConfigEntry, camera_matrix: CameraMatrix, full_size: bool
+) -> None:
+    """A 4K H.265 camera without sub-stream is transcoded at most 1280 wide, or at full size."""
+    shape = SHAPES["h265_4k_aac"]
+    result = await hass.config_entries.subentries.async_init(
+        (hub.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_NAME: "Matrix",
+            CONF_STREAM_URL: camera_matrix.url(shape),
+            CONF_RECORD: False,
+            CONF_DETECT_MOTION: False,
+            CONF_TRANSCODE_FULL_SIZE: full_size,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    await hass.async_block_till_done()
+    subentry = next(iter(hub.subentries.values()))
+    assert subentry.data[CONF_TRANSCODE_FULL_SIZE] is full_size
+    shared = hub.runtime_data.engine._transcoders[subentry.subentry_id]
+    expected = (3840, 2160) if full_size else (1280, 720)
+    assert shared.video.output_size(shape.width, shape.height) == expected

@@ -67,14 +67,18 @@ class Player:
         """Decode `frames` frames (blocking: run it in the executor)."""
         try:
             with av.open(self.url, timeout=(20, 20)) as container:
-                stream = container.streams.video[0]
-                for frame in container.decode(stream):
-                    self.frames += 1
-                    self.size = (frame.width, frame.height)
-                    if frame.pts is not None and frame.time_base is not None:
-                        self.times.append(float(frame.pts * frame.time_base))
-                    if self.frames >= frames or self._stop.is_set():
-                        return
+                # Every video stream: FFmpeg 8+ opens a new stream at each new init section
+                # (EXT-X-MAP) of an HLS playlist, where older versions kept one.
+                for packet in container.demux():
+                    if packet.stream is None or packet.stream.type != "video":
+                        continue
+                    for frame in packet.decode():
+                        self.frames += 1
+                        self.size = (frame.width, frame.height)
+                        if frame.pts is not None and frame.time_base:
+                            self.times.append(float(frame.pts * frame.time_base))
+                        if self.frames >= frames or self._stop.is_set():
+                            return
         except BaseException as err:
             self.error = err
 

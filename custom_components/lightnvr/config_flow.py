@@ -54,6 +54,7 @@ from .const import (
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
+    CONF_TRANSCODE_FULL_SIZE,
     DEFAULT_ENGINE,
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
@@ -427,6 +428,10 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
                 CONF_DETECT_KEYFRAMES_ONLY,
                 default=defaults.get(CONF_DETECT_KEYFRAMES_ONLY, False),
             ): bool,
+            vol.Required(
+                CONF_TRANSCODE_FULL_SIZE,
+                default=defaults.get(CONF_TRANSCODE_FULL_SIZE, False),
+            ): bool,
         }
     )
 
@@ -540,6 +545,7 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         if zones := (user_input.get(CONF_EXCLUDE_ZONES) or "").strip():
             data[CONF_EXCLUDE_ZONES] = zones
         data[CONF_DETECT_KEYFRAMES_ONLY] = bool(user_input.get(CONF_DETECT_KEYFRAMES_ONLY, False))
+        data[CONF_TRANSCODE_FULL_SIZE] = bool(user_input.get(CONF_TRANSCODE_FULL_SIZE, False))
         if username:
             data[CONF_USERNAME] = username
         if password:

@@ -63,6 +63,7 @@ CONF_MOTION_MIN_AREA: Final = "motion_min_area"  # percent of the picture
 CONF_MOTION_OFF_DELAY: Final = "motion_off_delay"
 CONF_EXCLUDE_ZONES: Final = "exclude_zones"
 CONF_DETECT_KEYFRAMES_ONLY: Final = "detect_keyframes_only"
+CONF_TRANSCODE_FULL_SIZE: Final = "transcode_full_size"
 DEFAULT_MOTION_SENSITIVITY: Final = 50
 DEFAULT_MOTION_MIN_AREA: Final = 0.5
 DEFAULT_MOTION_OFF_DELAY: Final = 5

@@ -38,6 +38,7 @@ from .const import (
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
     CONF_SUBSTREAM_URL,
+    CONF_TRANSCODE_FULL_SIZE,
     DEFAULT_ENGINE,
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
@@ -71,6 +72,9 @@ class CameraConfig:
     exclude_zones: tuple[Box, ...] = ()
     # Decode only keyframes for detection: ~10x cheaper on a big main stream, 1 fps at most.
     detect_keyframes_only: bool = False
+    # A live view that must be transcoded (H.265 camera, viewer without H.265, no H.264
+    # sub-stream) keeps the camera's size instead of at most 1280 px wide: sharper, more CPU.
+    transcode_full_size: bool = False
 
     @classmethod
     def from_subentry(cls, subentry_id: str, data: Mapping[str, Any]) -> CameraConfig:
@@ -95,6 +99,7 @@ class CameraConfig:
             motion_off_delay=float(data.get(CONF_MOTION_OFF_DELAY, DEFAULT_MOTION_OFF_DELAY)),
             exclude_zones=parse_zones(data.get(CONF_EXCLUDE_ZONES)),
             detect_keyframes_only=bool(data.get(CONF_DETECT_KEYFRAMES_ONLY, False)),
+            transcode_full_size=bool(data.get(CONF_TRANSCODE_FULL_SIZE, False)),
         )
 
 

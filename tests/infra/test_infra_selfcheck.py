@@ -495,7 +495,12 @@ def _assert_even_steps(mount: str, track: _Track, step: Fraction) -> None:
     """
     steps = [Fraction(b - a) * track.time_base for a, b in itertools.pairwise(track.dts)]
     odd = [(i, s) for i, s in enumerate(steps) if abs(s - step) > track.time_base]
-    assert not odd, f"{mount} {track.codec}: steps other than {step}: {odd[:10]}"
+    # On a loaded machine FFmpeg's RTSP reader may once drop a late packet: a step of exactly
+    # two packets. A loop fault repeats or skips by a fraction of a packet, or does it again
+    # at every restart: anything beyond one whole-packet skip fails.
+    dropped = [(i, s) for i, s in odd if abs(s - 2 * step) <= track.time_base]
+    allowed = dropped[:1] if len(odd) == 1 else []
+    assert odd == allowed, f"{mount} {track.codec}: steps other than {step}: {odd[:10]}"
 
 
 def test_matrix_streams_loop_evenly_in_pyav(matrix: CameraMatrix) -> None:

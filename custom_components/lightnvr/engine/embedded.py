@@ -21,7 +21,7 @@ from ..hub import MediaPacket, StreamHub
 from ..models import CameraConfig
 from .base import LIVE_VIEW_PATHS
 from .snapshot import SnapshotError, keyframe_to_jpeg
-from .transcode import SharedTranscoders
+from .transcode import DEFAULT_MAX_WIDTH, SharedTranscoders
 from .webrtc import ViewerPlan, WebRTCViewer, offered_codecs, to_aiortc_ice_servers
 
 _LOGGER = logging.getLogger(__name__)
@@ -86,7 +86,11 @@ class EmbeddedEngine:
         self._hubs[camera.camera_id] = hub
         self._snapshot_locks[camera.camera_id] = asyncio.Lock()
         # Threads start only when a viewer needs a transcode.
-        self._transcoders[camera.camera_id] = SharedTranscoders(hub, self._hass.loop)
+        self._transcoders[camera.camera_id] = SharedTranscoders(
+            hub,
+            self._hass.loop,
+            max_width=None if camera.transcode_full_size else DEFAULT_MAX_WIDTH,
+        )
         hub.start()
         if camera.substream is not None:
             substream = StreamHub(f"{camera.name} (substream)", camera.substream, self._hass.loop)

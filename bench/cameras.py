@@ -189,7 +189,9 @@ async def bench_cameras(
                 cpu_rows.append(await _cpu_row(hass, router, label, send_log, shape))
         finally:
             await router.close()
-            await hass.config_entries.async_unload(entry.entry_id)
+            # Removed, not unloaded: the next camera gets the same entity id.
+            await hass.config_entries.async_remove(entry.entry_id)
+            await hass.async_block_till_done()
         warm = times[1:] if path == "transcode" else times
         first_frame_rows.append(
             f"| {shape.name:<22} | {path:<16} | {statistics.median(warm):>6.3f} | "

@@ -63,24 +63,20 @@ SDP_NAMES = {"h264": "h264", "pcm_alaw": "pcma", "pcm_mulaw": "pcmu", "opus": "o
 _FEEDBACK = {("nack", None), ("nack", "pli"), ("ccm", "fir"), ("goog-remb", None)}
 
 
-class HubVideoTrack(MediaStreamTrack):
-    """A video track that hands the hub's H.264 packets to aiortc unchanged."""
+class _SourceTrack(MediaStreamTrack):
+    """A track fed by one subscription to a packet source (hub, sub-stream or transcode)."""
 
-    kind = "video"
-
-    def __init__(self, hub: PacketSource) -> None:
-        """Subscribe to `hub`, starting at its newest keyframe."""
+    def __init__(self, source: PacketSource, *, from_keyframe: bool) -> None:
         super().__init__()
-        self._hub = hub
-        self._queue = hub.subscribe(VIEWER_QUEUE_PACKETS, from_keyframe=True)
-        self._started = False
+        self._source = source
+        self._queue = source.subscribe(VIEWER_QUEUE_PACKETS, from_keyframe=from_keyframe)
+        # RTP clock mapping (see the subclasses' _rtp_timestamp).
         self._last_in: int | None = None
         self._last_out: int | None = None
         self._offset: int | None = None
-        self.frames_sent = 0
 
-    async def recv(self) -> av.Packet:
-        """Return the next video packet for aiortc to packetise."""
+    async def _next(self) -> MediaPacket:
+        """Return the source's next timed packet of this track's kind."""
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -89,18 +85,36 @@ class HubVideoTrack(MediaStreamTrack):
             except EOFError:
                 self.stop()
                 raise MediaStreamError from None
-            if packet.kind != "video" or packet.pts is None:
-                continue
+            if packet.kind == self.kind and packet.pts is not None:
+                return packet
+
+    def stop(self) -> None:
+        """Stop the track and release its subscription."""
+        super().stop()
+        self._source.unsubscribe(self._queue)
+
+
+class HubVideoTrack(_SourceTrack):
+    """A video track that hands the source's H.264/H.265 packets to aiortc unchanged."""
+
+    kind = "video"
+
+    def __init__(self, hub: PacketSource) -> None:
+        """Subscribe to `hub`, starting at its newest keyframe."""
+        super().__init__(hub, from_keyframe=True)
+        self._hub = hub
+        self._started = False
+        self.frames_sent = 0
+
+    async def recv(self) -> av.Packet:
+        """Return the next video packet for aiortc to packetise."""
+        while True:
+            packet = await self._next()
             if not self._started and not packet.keyframe:
                 continue  # a decoder can only start on a keyframe
             self._started = True
             self.frames_sent += 1
             return self._to_av_packet(packet)
-
-    def stop(self) -> None:
-        """Stop the track and release its hub subscription."""
-        super().stop()
-        self._hub.unsubscribe(self._queue)
 
     def _to_av_packet(self, packet: MediaPacket) -> av.Packet:
         data = packet.data
@@ -138,7 +152,7 @@ class HubVideoTrack(MediaStreamTrack):
         return out
 
 
-class HubAudioTrack(MediaStreamTrack):
+class HubAudioTrack(_SourceTrack):
     """An audio track that hands already-encoded audio (G.711, Opus) to aiortc unchanged.
 
     The RTP clock follows the camera's own audio timestamps (so sound keeps the camera's pace
@@ -149,29 +163,16 @@ class HubAudioTrack(MediaStreamTrack):
 
     def __init__(self, source: PacketSource, codec: str) -> None:
         """Subscribe to `source`'s audio packets of `codec` (live only, no backlog)."""
-        super().__init__()
-        self._source = source
+        super().__init__(source, from_keyframe=False)
         self._codec = codec
         self._clock = AUDIO_CLOCKS[codec]
         self._time_base = Fraction(1, self._clock)
-        self._queue = source.subscribe(VIEWER_QUEUE_PACKETS, from_keyframe=False)
-        self._last_in: int | None = None
-        self._last_out: int | None = None
-        self._offset: int | None = None
         self.packets_sent = 0
 
     async def recv(self) -> av.Packet:
         """Return the next audio packet for aiortc to packetise."""
         while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            try:
-                packet = await self._queue.get()
-            except EOFError:
-                self.stop()
-                raise MediaStreamError from None
-            if packet.kind != "audio" or packet.pts is None:
-                continue
+            packet = await self._next()
             if time.monotonic() - packet.received > AUDIO_STALE_SECONDS:
                 continue
             out = av.Packet(packet.data)
@@ -179,11 +180,6 @@ class HubAudioTrack(MediaStreamTrack):
             out.time_base = self._time_base
             self.packets_sent += 1
             return out
-
-    def stop(self) -> None:
-        """Stop the track and release its subscription."""
-        super().stop()
-        self._source.unsubscribe(self._queue)
 
     def _rtp_timestamp(self, packet: MediaPacket) -> int:
         assert packet.pts is not None

@@ -44,7 +44,8 @@ from .conftest import hub_entry_data
 from .infra.cameras import MATRIX_NAMES, SHAPES, CameraMatrix, CameraShape
 from .test_hls_live import Player
 from .test_hls_views import register_hls, signed
-from .webrtc_client import WebRTCTestClient, WsRouter
+from .test_rtp_h265 import h265_registered, receive_h265  # noqa: F401 - a fixture
+from .webrtc_client import WebRTCTestClient, WsRouter, negotiated_video_codec
 
 ENTITY_ID = "camera.matrix"
 LIVE_VIEW_SENSOR = "sensor.matrix_live_view"
@@ -214,3 +215,35 @@ async def test_transcode_size_option(
     shared = hub.runtime_data.engine._transcoders[subentry.subentry_id]
     expected = (3840, 2160) if full_size else (1280, 720)
     assert shared.video.output_size(shape.width, shape.height) == expected
+
+
+@pytest.mark.usefixtures("webrtc_loopback", "h265_registered")
+async def test_h265_passes_through_to_a_viewer_that_offers_it(
+    hass: HomeAssistant,
+    hub: MockConfigEntry,
+    camera_matrix: CameraMatrix,
+    hass_ws_client: WebSocketGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A viewer that decodes H.265 (Safari, Chrome with hardware decoding) gets it as it is."""
+    received = receive_h265(monkeypatch)  # the test viewer depacketizes and decodes H.265
+    shape = SHAPES["h265_aac"]
+    camera_id = await _add_camera(hass, hub, camera_matrix, shape)
+    main_hub = hub.runtime_data.engine.hub(camera_id)
+    await _wait_for(lambda: main_hub.latest_keyframe() is not None)
+    router = WsRouter(await hass_ws_client(hass))
+    client = WebRTCTestClient(router, ENTITY_ID, codecs=("video/h265", "video/h264", "video/rtx"))
+    try:
+        await client.start()
+        viewer = await client.wait_frames(10, timeout=40)
+        assert (viewer.width, viewer.height) == (shape.width, shape.height)  # not transcoded
+        assert client.answer_sdp is not None
+        assert negotiated_video_codec(client.answer_sdp) == "H265"
+        assert received  # H.265 RTP arrived
+        await _wait_for(lambda: viewer.audio_frames >= 10, timeout=20)  # AAC as Opus
+        await async_update_entity(hass, LIVE_VIEW_SENSOR)
+        assert hass.states.get(LIVE_VIEW_SENSOR).state == "h265_passthrough"
+        assert not hub.runtime_data.engine._transcoders[camera_id].video.running
+    finally:
+        await client.close()
+        await router.close()

@@ -71,6 +71,29 @@ class MediaPacket:
     received: float  # time.monotonic() when the reader got it
     generation: int = 0  # connection number (StreamInfo.generation): a change means a gap
 
+    def to_av_packet(self, data: bytes | None = None) -> av.Packet:
+        """Return a PyAV packet with this packet's timing, for a decoder (`data` replaces ours)."""
+        packet = av.Packet(self.data if data is None else data)
+        packet.time_base = self.time_base
+        if self.dts is not None:
+            packet.dts = self.dts
+        if self.pts is not None:
+            packet.pts = self.pts
+        return packet
+
+
+def video_decoder(info: StreamInfo | None, generation: int) -> Any:
+    """Return a one-thread decoder for the camera's video, primed with its parameter sets.
+
+    The parameter sets (SDP Annex B, or an avcC/hvcC record) only apply to packets of the
+    connection they describe: a decoder for another generation starts without them.
+    """
+    decoder: Any = av.CodecContext.create(info.video_codec if info is not None else "h264", "r")
+    if info is not None and info.generation == generation and info.extradata:
+        decoder.extradata = info.extradata
+    decoder.thread_count = 1  # one consumer thread per camera; no frame delay
+    return decoder
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:

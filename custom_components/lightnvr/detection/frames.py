@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..h264 import has_parameter_sets, parameter_sets_annexb
-from ..hub import MediaPacket, StreamHub
+from ..hub import MediaPacket, StreamHub, video_decoder
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -326,12 +326,7 @@ class FrameSource:
         self._arrivals.clear()
 
     def _new_decoder(self) -> Any:
-        info = self._hub.info
-        codec = info.video_codec if info is not None else "h264"
-        decoder: Any = av.CodecContext.create(codec, "r")
-        if info is not None and info.generation == self._generation and info.extradata:
-            decoder.extradata = info.extradata
-        decoder.thread_count = 1
+        decoder = video_decoder(self._hub.info, self._generation)
         decoder.skip_frame = "NONREF"
         return decoder
 
@@ -349,12 +344,8 @@ class FrameSource:
         ):
             # Cameras that send SPS/PPS only in the SDP: make the keyframe decodable alone.
             data = parameter_sets_annexb(info.extradata) + data
-        av_packet = av.Packet(data)
-        av_packet.time_base = packet.time_base
-        if packet.dts is not None:
-            av_packet.dts = packet.dts
+        av_packet = packet.to_av_packet(data)
         if packet.pts is not None:
-            av_packet.pts = packet.pts
             self._arrivals[packet.pts] = packet.received
             while len(self._arrivals) > _ARRIVALS_KEPT:
                 self._arrivals.popitem(last=False)

@@ -3,7 +3,9 @@
 go2rtc holds the one connection to each camera. Each camera's StreamHub (recorder, detection,
 snapshot fall-back) reads go2rtc's RTSP restream of it, viewers get WebRTC straight from go2rtc
 (the offer forwarded over its WebSocket API, candidates trickled both ways), snapshots come
-from `/api/frame.jpeg`.
+from `/api/frame.jpeg`. Viewers go2rtc cannot serve (an H.265 camera and a viewer that does not
+decode H.265, camera audio a browser does not play) are served by LightNVR itself from the
+restream, with the built-in engine's rules (`..viewers`).
 
 Two modes: **managed** (LightNVR runs the go2rtc binary with its own private config and restarts
 it when needed) and **external** (a go2rtc someone else runs, reached by URL; same checks, no
@@ -48,6 +50,8 @@ from ...models import CameraConfig
 from ...source import CameraSource
 from ..base import StreamEngine
 from ..snapshot import SnapshotError, keyframe_to_jpeg
+from ..viewers import LocalViewers, plays_as_is
+from ..webrtc import offered_codecs
 from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
 from .client import Go2RtcApiError, Go2RtcClient, Redactor, StreamStatus
 from .config import CONFIG_FILE, Go2RtcConfig, Go2RtcSettings, write_config
@@ -139,6 +143,7 @@ class Go2RtcEngine:
         # Sub-streams are read straight from the camera (not registered with go2rtc).
         self._substreams: dict[str, StreamHub] = {}
         self._sessions: dict[str, _Session] = {}
+        self._local = LocalViewers(hass)
         self._closing: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[], None]] = []
         self._config: Go2RtcConfig | None = None
@@ -343,6 +348,7 @@ class Go2RtcEngine:
             self._unsub_stop()
             self._unsub_stop = None
         await self._watchdog.async_stop()
+        await self._local.async_stop()
         for session_id in list(self._sessions):
             self.close_session(session_id)
         if self._closing:
@@ -402,14 +408,19 @@ class Go2RtcEngine:
         )
         self._hubs[camera.camera_id] = hub
         hub.start()
+        substream = None
         if camera.substream is not None:
             substream = StreamHub(f"{camera.name} (substream)", camera.substream, self._hass.loop)
             self._substreams[camera.camera_id] = substream
             substream.start()
+        self._local.add_camera(
+            camera.camera_id, hub, substream, transcode_full_size=camera.transcode_full_size
+        )
         return hub
 
     async def async_remove_camera(self, camera_id: str) -> None:
         """Close the camera's viewers, stop its hub and remove its go2rtc stream."""
+        await self._local.async_remove_camera(camera_id)
         camera = self._cameras.pop(camera_id, None)
         name = self._names.pop(camera_id, None)
         hub = self._hubs.pop(camera_id, None)
@@ -434,7 +445,13 @@ class Go2RtcEngine:
         return self._hubs[camera_id]
 
     def live_view_path(self, camera_id: str) -> str:
-        """Return "go2rtc" while go2rtc serves a viewer of this camera, else "idle"."""
+        """Return how this camera's viewers are served now.
+
+        The way LightNVR serves viewers go2rtc cannot serve, if any; else "go2rtc" while go2rtc
+        serves one; else "idle".
+        """
+        if (local := self._local.path(camera_id)) is not None:
+            return local
         watched = any(s.camera_id == camera_id for s in self._sessions.values())
         return "go2rtc" if watched else "idle"
 
@@ -560,7 +577,18 @@ class Go2RtcEngine:
         offer_sdp: str,
         send_message: WebRTCSendMessage,
     ) -> None:
-        """Forward the offer to go2rtc over its WebSocket; relay answer, candidates, errors."""
+        """Forward the offer to go2rtc over its WebSocket; relay answer, candidates, errors.
+
+        A viewer go2rtc cannot serve as the camera sends (see `plays_as_is`) is answered here
+        instead, from go2rtc's restream: go2rtc would refuse it, or leave it without sound.
+        """
+        hub = self._hubs.get(camera_id)
+        offered = offered_codecs(offer_sdp)
+        if hub is not None and not plays_as_is(hub.info, offered):
+            await self._local.async_handle_offer(
+                camera_id, session_id, offer_sdp, offered, send_message
+            )
+            return
         name = self._names.get(camera_id)
         client = self._client
         if name is None or client is None:
@@ -601,7 +629,10 @@ class Go2RtcEngine:
     async def async_on_candidate(
         self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit
     ) -> None:
-        """Trickle a viewer's candidate to go2rtc."""
+        """Trickle a viewer's candidate to go2rtc (or to our own peer)."""
+        if self._local.serves(session_id):
+            await self._local.async_on_candidate(session_id, candidate)
+            return
         session = self._sessions.get(session_id)
         if session is None or session.closed:
             _LOGGER.debug("Candidate for unknown WebRTC session %s ignored", session_id)
@@ -613,6 +644,7 @@ class Go2RtcEngine:
 
     def close_session(self, session_id: str) -> None:
         """Close a viewer's signalling channel (go2rtc ends the peer with it)."""
+        self._local.close_session(session_id)
         session = self._sessions.pop(session_id, None)
         if session is None:
             return
@@ -628,7 +660,7 @@ class Go2RtcEngine:
     @property
     def viewer_count(self) -> int:
         """Return the number of open WebRTC sessions."""
-        return len(self._sessions)
+        return len(self._sessions) + self._local.count
 
     # ----- snapshots --------------------------------------------------------------------------
 

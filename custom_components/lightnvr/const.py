@@ -77,5 +77,15 @@ HUB_READ_TIMEOUT: Final = 5.0
 HUB_BACKOFF_INITIAL: Final = 1.0
 HUB_BACKOFF_MAX: Final = 60.0
 
+# Live view sessions open at once (either engine); offers past a limit get a clear error. A
+# dashboard opens one per camera card, so a household's tablets and phones stay well below.
+CONF_MAX_VIEWERS_PER_CAMERA: Final = "max_viewers_per_camera"
+CONF_MAX_VIEWERS: Final = "max_viewers"
+DEFAULT_MAX_VIEWERS_PER_CAMERA: Final = 10
+DEFAULT_MAX_VIEWERS: Final = 50
+# A viewer whose connection is not up by then is closed (its sockets and timers freed): an
+# offer that never sends candidates, a browser tab closed mid-negotiation.
+VIEWER_CONNECT_TIMEOUT: Final = 30.0
+
 # How long a decoded snapshot may be reused before decoding a newer keyframe.
 SNAPSHOT_CACHE_SECONDS: Final = 2.0

@@ -23,6 +23,8 @@ from .const import (
     CONF_GO2RTC_WEBRTC_LAN,
     CONF_GO2RTC_WEBRTC_PORT,
     CONF_MAX_STORAGE_GB,
+    CONF_MAX_VIEWERS,
+    CONF_MAX_VIEWERS_PER_CAMERA,
     CONF_MIN_FREE_GB,
     CONF_MOTION_MIN_AREA,
     CONF_MOTION_OFF_DELAY,
@@ -42,6 +44,8 @@ from .const import (
     DEFAULT_ENGINE,
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
+    DEFAULT_MAX_VIEWERS,
+    DEFAULT_MAX_VIEWERS_PER_CAMERA,
     DEFAULT_MIN_FREE_GB,
     DEFAULT_MOTION_MIN_AREA,
     DEFAULT_MOTION_OFF_DELAY,
@@ -104,6 +108,25 @@ class CameraConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewerLimits:
+    """How many live view sessions may be open at once, per camera and in all."""
+
+    per_camera: int = DEFAULT_MAX_VIEWERS_PER_CAMERA
+    total: int = DEFAULT_MAX_VIEWERS
+
+    def refusal(self, camera_sessions: int, all_sessions: int) -> str | None:
+        """Return why one more viewer cannot be served, None when it can."""
+        if all_sessions >= self.total:
+            return f"Too many live views: {self.total} are open, the limit in LightNVR's options"
+        if camera_sessions >= self.per_camera:
+            return (
+                f"Too many live views of this camera: {self.per_camera} are open, the limit "
+                "in LightNVR's options"
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class HubOptions:
     """Hub-wide settings (entry data overridden by entry options)."""
 
@@ -126,6 +149,7 @@ class HubOptions:
     go2rtc_webrtc_lan: bool = True
     go2rtc_webrtc_port: int | None = None
     go2rtc_candidates: tuple[str, ...] = ()
+    viewer_limits: ViewerLimits = field(default_factory=ViewerLimits)
 
     @classmethod
     def from_entry(cls, data: Mapping[str, Any], options: Mapping[str, Any]) -> HubOptions:
@@ -159,6 +183,12 @@ class HubOptions:
             ),
             event_retention_days=int(
                 merged.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS)
+            ),
+            viewer_limits=ViewerLimits(
+                per_camera=int(
+                    merged.get(CONF_MAX_VIEWERS_PER_CAMERA, DEFAULT_MAX_VIEWERS_PER_CAMERA)
+                ),
+                total=int(merged.get(CONF_MAX_VIEWERS, DEFAULT_MAX_VIEWERS)),
             ),
         )
 

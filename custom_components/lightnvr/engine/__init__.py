@@ -56,7 +56,7 @@ async def async_create_engine(hass: HomeAssistant, options: HubOptions) -> Strea
     """Build (not start) the engine the hub options ask for."""
     if options.engine == ENGINE_EMBEDDED:
         async_clear_binary_issues(hass)
-        return EmbeddedEngine(hass)
+        return EmbeddedEngine(hass, options.viewer_limits)
     settings = go2rtc_settings(hass, options)
     config_dir = go2rtc_config_dir(hass)
     try:
@@ -71,7 +71,7 @@ async def async_create_engine(hass: HomeAssistant, options: HubOptions) -> Strea
             else:
                 async_clear_binary_issues(hass)
             _LOGGER.info("No usable go2rtc (%s): using the built-in engine", check.detail)
-            return EmbeddedEngine(hass)
+            return EmbeddedEngine(hass, options.viewer_limits)
         if options.engine not in (ENGINE_AUTO, ENGINE_GO2RTC):
             raise EngineUnavailableError(f"unknown engine {options.engine!r}")
         return await async_create_go2rtc_engine(

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import logging
 import time
 
-from homeassistant.components.camera import WebRTCSendMessage
+from homeassistant.components.camera import WebRTCError, WebRTCSendMessage
 from homeassistant.core import HomeAssistant
 from webrtc_models import RTCIceCandidateInit
 
 from ..const import SNAPSHOT_CACHE_SECONDS
 from ..hub import MediaPacket, StreamHub
-from ..models import CameraConfig
+from ..models import CameraConfig, ViewerLimits
 from .snapshot import SnapshotError, keyframe_to_jpeg
 from .viewers import LocalViewers
 from .webrtc import offered_codecs
@@ -37,9 +37,10 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, hass: HomeAssistant) -> None:
+    def __init__(self, hass: HomeAssistant, limits: ViewerLimits | None = None) -> None:
         """Create an engine with no cameras."""
         self._hass = hass
+        self._limits = limits or ViewerLimits()
         self._cameras: dict[str, CameraConfig] = {}
         self._hubs: dict[str, StreamHub] = {}
         self._substreams: dict[str, StreamHub] = {}
@@ -118,6 +119,10 @@ class EmbeddedEngine:
         send_message: WebRTCSendMessage,
     ) -> None:
         """Answer a viewer's offer; candidates follow the answer one by one (trickle ICE)."""
+        refusal = self._limits.refusal(self._viewers.count_for(camera_id), self._viewers.count)
+        if refusal is not None:
+            send_message(WebRTCError("webrtc_offer_failed", refusal))
+            return
         await self._viewers.async_handle_offer(
             camera_id, session_id, offer_sdp, offered_codecs(offer_sdp), send_message
         )

@@ -21,6 +21,7 @@ from homeassistant.components.camera import (
 from homeassistant.core import HomeAssistant
 from webrtc_models import RTCIceCandidateInit
 
+from ..const import VIEWER_CONNECT_TIMEOUT
 from ..hub import StreamHub, StreamInfo
 from .base import LIVE_VIEW_PATHS
 from .transcode import DEFAULT_MAX_WIDTH, SharedTranscoders
@@ -68,6 +69,7 @@ class LocalViewers:
         self._cameras: dict[str, _Camera] = {}
         self._viewers: dict[str, WebRTCViewer] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._connect_timers: dict[str, asyncio.TimerHandle] = {}
 
     def add_camera(
         self,
@@ -99,6 +101,9 @@ class LocalViewers:
         """Close every viewer and stop every transcoder."""
         viewers = list(self._viewers.values())
         self._viewers.clear()
+        for timer in self._connect_timers.values():
+            timer.cancel()
+        self._connect_timers.clear()
         await asyncio.gather(*(viewer.close() for viewer in viewers), return_exceptions=True)
         await self.async_wait_closed()
         cameras = list(self._cameras.values())
@@ -122,6 +127,11 @@ class LocalViewers:
     def count(self) -> int:
         """Return the number of open sessions."""
         return len(self._viewers)
+
+    def count_for(self, camera_id: str) -> int:
+        """Return the number of open sessions of a camera."""
+        camera = self._cameras.get(camera_id)
+        return sum(1 for v in self._viewers.values() if camera and v.hub is camera.hub)
 
     def path(self, camera_id: str) -> str | None:
         """Return the costliest way a viewer of this camera is served now, None if unwatched."""
@@ -149,6 +159,9 @@ class LocalViewers:
         viewer = WebRTCViewer(session_id, hub, ice_servers)
         viewer.plan = plan
         self._viewers[session_id] = viewer
+        self._connect_timers[session_id] = self._hass.loop.call_later(
+            VIEWER_CONNECT_TIMEOUT, self._connect_timed_out, session_id
+        )
 
         @viewer.pc.on("connectionstatechange")
         def _on_state() -> None:
@@ -219,8 +232,17 @@ class LocalViewers:
         except (ValueError, AssertionError) as err:
             _LOGGER.debug("Ignoring malformed ICE candidate %r: %s", candidate.candidate, err)
 
+    def _connect_timed_out(self, session_id: str) -> None:
+        self._connect_timers.pop(session_id, None)
+        viewer = self._viewers.get(session_id)
+        if viewer is not None and viewer.pc.connectionState != "connected":
+            _LOGGER.debug("Viewer %s did not connect in time: closed", session_id)
+            self.close_session(session_id)
+
     def close_session(self, session_id: str) -> None:
         """Close a viewer (the close itself runs as a tracked task)."""
+        if (timer := self._connect_timers.pop(session_id, None)) is not None:
+            timer.cancel()
         viewer = self._viewers.pop(session_id, None)
         if viewer is None:
             return

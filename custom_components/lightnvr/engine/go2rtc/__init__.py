@@ -125,7 +125,12 @@ async def async_create_go2rtc_engine(
         if not options.go2rtc_url:
             raise Go2RtcUnavailableError("the external go2rtc engine needs a go2rtc URL")
         return Go2RtcEngine(
-            hass, mode=MODE_EXTERNAL, url=options.go2rtc_url, settings=settings, timings=timings
+            hass,
+            mode=MODE_EXTERNAL,
+            url=options.go2rtc_url,
+            settings=settings,
+            timings=timings,
+            limits=options.viewer_limits,
         )
     if mode != MODE_MANAGED:
         raise ValueError(f"unknown go2rtc mode {mode!r}")
@@ -142,4 +147,5 @@ async def async_create_go2rtc_engine(
         binary=binary,
         settings=settings,
         timings=timings,
+        limits=options.viewer_limits,
     )

@@ -93,7 +93,13 @@ def parse_streams(data: Any) -> dict[str, StreamStatus]:
 
 
 class Go2RtcClient:
-    """One go2rtc API endpoint (TCP URL or unix socket), with its own HTTP session."""
+    """One go2rtc API endpoint (TCP URL or unix socket).
+
+    Two HTTP sessions: one for the REST calls (health checks, stream registration, snapshots)
+    and one for viewers' WebSockets, each held open for a whole live view. However many viewers
+    there are, they can never take the connections the health checks need; a starved health
+    check would make the watchdog restart go2rtc and drop every viewer and recording.
+    """
 
     def __init__(
         self,
@@ -108,15 +114,16 @@ class Go2RtcClient:
         self.base_url = base_url.rstrip("/")
         self.redact = redact or Redactor()
         self.redact.add(password)
-        connector: aiohttp.BaseConnector = (
-            aiohttp.UnixConnector(path=str(unix_socket))
-            if unix_socket is not None
-            else aiohttp.TCPConnector(limit=20)
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auth=aiohttp.BasicAuth(username, password or "") if username else None,
-        )
+        auth = aiohttp.BasicAuth(username, password or "") if username else None
+
+        def connector(limit: int) -> aiohttp.BaseConnector:
+            if unix_socket is not None:
+                return aiohttp.UnixConnector(path=str(unix_socket), limit=limit)
+            return aiohttp.TCPConnector(limit=limit)
+
+        self._session = aiohttp.ClientSession(connector=connector(20), auth=auth)
+        # The engine caps the number of viewers: no second limit here (0 = none).
+        self._ws_session = aiohttp.ClientSession(connector=connector(0), auth=auth)
 
     @property
     def display_url(self) -> str:
@@ -124,8 +131,9 @@ class Go2RtcClient:
         return redact_url(self.base_url)
 
     async def async_close(self) -> None:
-        """Close the HTTP session."""
+        """Close both HTTP sessions."""
         await self._session.close()
+        await self._ws_session.close()
 
     async def _request(
         self,
@@ -198,7 +206,7 @@ class Go2RtcClient:
 
     def ws_client(self, name: str) -> Go2RtcWsClient:
         """Return a WebSocket client for consuming stream `name` (connects on first send)."""
-        return Go2RtcWsClient(self._session, self.base_url, source=name)
+        return Go2RtcWsClient(self._ws_session, self.base_url, source=name)
 
     @staticmethod
     def _json(body: bytes, path: str) -> Any:

@@ -46,7 +46,7 @@ from webrtc_models import RTCIceCandidateInit, RTCIceServer
 
 from ...const import DOMAIN
 from ...hub import StreamHub
-from ...models import CameraConfig
+from ...models import CameraConfig, ViewerLimits
 from ...source import CameraSource
 from ..base import StreamEngine
 from ..snapshot import SnapshotError, keyframe_to_jpeg
@@ -118,6 +118,7 @@ class Go2RtcEngine:
         timings: HealthTimings | None = None,
         ready_timeout: float = READY_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
+        limits: ViewerLimits | None = None,
     ) -> None:
         """Prepare the engine; `async_start` starts (or contacts) go2rtc."""
         if mode == MODE_MANAGED:
@@ -144,6 +145,7 @@ class Go2RtcEngine:
         self._substreams: dict[str, StreamHub] = {}
         self._sessions: dict[str, _Session] = {}
         self._local = LocalViewers(hass)
+        self._limits = limits or ViewerLimits()
         self._closing: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[], None]] = []
         self._config: Go2RtcConfig | None = None
@@ -582,6 +584,13 @@ class Go2RtcEngine:
         A viewer go2rtc cannot serve as the camera sends (see `plays_as_is`) is answered here
         instead, from go2rtc's restream: go2rtc would refuse it, or leave it without sound.
         """
+        forwarded = sum(1 for s in self._sessions.values() if s.camera_id == camera_id)
+        refusal = self._limits.refusal(
+            forwarded + self._local.count_for(camera_id), self.viewer_count
+        )
+        if refusal is not None:
+            send_message(WebRTCError("webrtc_offer_failed", refusal))
+            return
         hub = self._hubs.get(camera_id)
         offered = offered_codecs(offer_sdp)
         if hub is not None and not plays_as_is(hub.info, offered):

@@ -1,4 +1,4 @@
-"""What one user can start is limited: live view sessions (both engines).
+"""What one user can start is limited: live view sessions (both engines), clips on demand.
 
 A logged-in user of any kind can open WebRTC sessions; a loop of offers that never send a
 candidate must neither pile up peers in Home Assistant nor starve go2rtc's health checks.
@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from aiortc import RTCPeerConnection
+from homeassistant.auth.const import GROUP_ID_USER
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import CLIENT_ID, MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.lightnvr.const import CONF_MAX_VIEWERS, CONF_MAX_VIEWERS_PER_CAMERA, DOMAIN
 from custom_components.lightnvr.engine import viewers as viewers_module
+from custom_components.lightnvr.recorder.clips import MAX_SAVES_PER_CAMERA
 
 from .conftest import camera_subentry, hub_entry_data
 from .go2rtc_double.fixtures import *  # noqa: F403 - fixtures found by name
@@ -147,3 +150,76 @@ async def test_go2rtc_viewers_never_starve_its_health_checks(
     finally:
         await router.close()
         assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def _porch(hass: HomeAssistant, camera_url: str, tmp_path: Path) -> MockConfigEntry:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path / "rec"),
+        subentries_data=[camera_subentry("Porch", camera_url, record=False)],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    camera_id = next(iter(entry.subentries))
+    async with asyncio.timeout(30):
+        while entry.runtime_data.clips.buffered_seconds(camera_id) < 1:
+            await asyncio.sleep(0.2)
+    return entry
+
+
+async def test_save_clip_is_for_admins_and_limited(
+    hass: HomeAssistant,
+    rtsp_camera: RtspServer,
+    tmp_path: Path,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """A non-admin user is refused; a storm of calls gets a clear error past the limit."""
+    entry = await _porch(hass, rtsp_camera.url("cam"), tmp_path)
+    # A regular household member: may control every entity, is not an admin.
+    user = await hass.auth.async_create_user("Member", group_ids=[GROUP_ID_USER])
+    assert not user.is_admin
+    refresh = await hass.auth.async_create_refresh_token(user, CLIENT_ID)
+    token = hass.auth.async_create_access_token(refresh)
+    call = {
+        "type": "call_service",
+        "domain": DOMAIN,
+        "service": "save_clip",
+        "target": {"entity_id": "camera.porch"},
+        "service_data": {"duration": 1, "pre_roll": 0},
+        "return_response": True,
+    }
+    user_ws = await hass_ws_client(hass, token)
+    await user_ws.send_json_auto_id(call)
+    reply = await user_ws.receive_json()
+    assert not reply["success"]
+    # HA's Unauthorized (what its own admin-only services raise); 2025.4 reports it as such.
+    assert reply["error"]["message"] == "Unauthorized", reply
+    assert not entry.runtime_data.clips.clips(next(iter(entry.subentries)))
+
+    admin_ws = await hass_ws_client(hass)
+    await admin_ws.send_json_auto_id(call)
+    reply = await admin_ws.receive_json()
+    assert reply["success"], reply
+    assert reply["result"]["response"]["camera.porch"]["media_content_id"]
+
+    # Ten calls at once (an automation gone wrong): two clips are made, eight refused.
+    results = await asyncio.gather(
+        *(
+            hass.services.async_call(
+                DOMAIN,
+                "save_clip",
+                {"entity_id": "camera.porch", "duration": 2, "pre_roll": 0},
+                blocking=True,
+                return_response=True,
+            )
+            for _ in range(10)
+        ),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, ServiceValidationError)]
+    saved = [r for r in results if isinstance(r, dict)]
+    assert len(saved) == MAX_SAVES_PER_CAMERA
+    assert len(refused) == 10 - MAX_SAVES_PER_CAMERA
+    assert all("being saved already" in str(r) for r in refused)
+    assert len(entry.runtime_data.clips.clips(next(iter(entry.subentries)))) == 3
+    assert await hass.config_entries.async_unload(entry.entry_id)

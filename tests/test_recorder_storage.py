@@ -10,6 +10,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from custom_components.lightnvr.recorder.clips import (
+    CLIP_SHARE,
+    ClipIndex,
+    ClipLayout,
+    ClipRetentionPeer,
+    EventClip,
+)
 from custom_components.lightnvr.recorder.storage import (
     PART_SUFFIX,
     DiskUsage,
@@ -262,6 +269,63 @@ async def test_retention_keeps_free_space_and_spares_the_file_being_written(
     assert not result.deleted
     assert kept.path.exists()
     assert result.storage_full
+
+
+def _fake_clip(layout: ClipLayout, camera_id: str, start: float, size: int) -> EventClip:
+    """Write a finished event clip file (video only: retention deletes sidecars if present)."""
+    path = layout.final_path(layout.new_part_path(camera_id, start, "manual"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    return EventClip(camera_id, path, start, start + 10, ("manual",), size, manual=True)
+
+
+async def test_a_clip_storm_never_takes_the_recordings_share(tmp_path: Path) -> None:
+    """Clips count toward the size cap and the floor; past their share they go first."""
+    layout = StorageLayout(tmp_path, UTC)
+    clip_layout = ClipLayout(tmp_path, UTC)
+    now = time.time()
+    index = SegmentIndex()
+    segments = [_fake_segment(layout, "cam1", now - 3600 + n * 60, 60, 1000) for n in range(8)]
+    for segment in segments:
+        index.add(segment)
+    clips = ClipIndex()
+    peer = ClipRetentionPeer(clip_layout, clips)
+    # An old clip (older than every recording) and then a storm of new ones.
+    old_clip = _fake_clip(clip_layout, "cam1", now - 7200, 500)
+    storm = [_fake_clip(clip_layout, "cam1", now - 300 + n, 1000) for n in range(12)]
+    for clip in (old_clip, *storm):
+        clips.add(clip)
+
+    # The size cap counts both: 8000 + 12500 bytes against a cap of 12000.
+    policy = RetentionPolicy(retention_days=7, min_free_bytes=0, max_size_bytes=12_000)
+    result = apply_retention(layout, index, policy, usage_fn=_roomy, now=now, peer=peer)
+    assert index.total_size() + clips.total_size() <= 12_000
+    # Clips held far more than their share: clips went (oldest first), recordings stayed.
+    assert not result.deleted
+    assert result.deleted_peers[0] == old_clip
+    assert index.total_size() == 8000
+    assert clips.total_size() <= 4000
+    for clip in result.deleted_peers:
+        assert not clip.path.exists()
+
+    # The free-space floor: clips still hold more than their share, so they go first...
+    disk = SmallDisk(tmp_path, capacity=14_000)
+    used = index.total_size() + clips.total_size()
+    policy = RetentionPolicy(retention_days=7, min_free_bytes=14_000 - used + 2000)
+    result = apply_retention(layout, index, policy, usage_fn=disk, now=now, peer=peer)
+    assert not result.deleted
+    assert len(result.deleted_peers) == 2
+    assert clips.total_size() <= CLIP_SHARE * (index.total_size() + clips.total_size())
+
+    # ...and once they are within it, both kinds go oldest first: here recordings.
+    used = index.total_size() + clips.total_size()
+    policy = RetentionPolicy(retention_days=7, min_free_bytes=14_000 - used + 2000)
+    result = apply_retention(layout, index, policy, usage_fn=disk, now=now, peer=peer)
+    assert list(result.deleted) == segments[:2]
+    assert not result.deleted_peers
+    assert not result.storage_full
+    kept = index.total_size()
+    assert kept >= (1 - CLIP_SHARE) * (kept + clips.total_size())
 
 
 # ----- crash recovery ------------------------------------------------------------------------

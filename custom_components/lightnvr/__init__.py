@@ -18,6 +18,7 @@ from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipManager
 from .recorder.manager import RecorderManager
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
+from .source import redact_url
 from .views import async_register_views
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
     try:
         engine = await async_create_engine(hass, options)
     except EngineUnavailableError as err:
-        raise ConfigEntryError(str(err)) from err
+        # Shown on the integration's card; an external go2rtc's URL may carry a login.
+        raise ConfigEntryError(redact_url(str(err))) from err
     recorder = RecorderManager(
         hass,
         options,
@@ -60,13 +62,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         max_size_gb=options.max_storage_gb or None,
     )
     clips = ClipManager(hass, options.storage_path, retention_days=options.event_retention_days)
+    recorder.retention_peer = clips.retention_peer
     runtime = LightNvrRuntime(
         hass=hass, options=options, engine=engine, recorder=recorder, clips=clips
     )
     try:
         await engine.async_start()
     except Go2RtcStartError as err:  # port taken, not ready in time: HA retries with back-off
-        raise ConfigEntryNotReady(f"go2rtc did not start: {err}") from err
+        raise ConfigEntryNotReady(redact_url(f"go2rtc did not start: {err}")) from err
     try:
         await recorder.async_start()
         await clips.async_start()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from homeassistant.auth.permissions.const import POLICY_CONTROL
 from homeassistant.components.camera import Camera, CameraEntityFeature, WebRTCSendMessage
 from homeassistant.core import HomeAssistant, ServiceResponse, SupportsResponse, callback
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError, Unauthorized
 from homeassistant.helpers import entity_platform
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 import voluptuous as vol
@@ -14,7 +15,7 @@ from .const import DOMAIN
 from .entity import LightNvrCameraEntity
 from .hub import HubState
 from .models import CameraConfig
-from .recorder.clips import ClipError
+from .recorder.clips import ClipBusyError, ClipError
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
 SERVICE_SAVE_CLIP = "save_clip"
@@ -94,17 +95,30 @@ class LightNvrCamera(LightNvrCameraEntity, Camera):
         await self._engine.async_on_candidate(self._camera.camera_id, session_id, candidate)
 
     async def async_save_clip(self, duration: float, pre_roll: float) -> ServiceResponse:
-        """Save a clip now (`lightnvr.save_clip`): `pre_roll` of it from before the call."""
+        """Save a clip now (`lightnvr.save_clip`): `pre_roll` of it from before the call.
+
+        Admins only: clips take disk space. Automations and scripts (no user) may call it.
+        """
+        await self._async_check_admin()
         clips = self._runtime.clips
         try:
             path = await clips.async_save_clip(self._camera.camera_id, duration, pre_roll)
-        except ValueError as err:
+        except (ValueError, ClipBusyError) as err:
             raise ServiceValidationError(str(err)) from err
         except ClipError as err:
             raise HomeAssistantError(
                 f"Could not save a clip of {self._camera.name}: {err}"
             ) from err
         return {"media_content_id": f"media-source://{DOMAIN}/{clips.relative(path)}"}
+
+    async def _async_check_admin(self) -> None:
+        """Raise Unauthorized unless the service call (its context) comes from an admin."""
+        user_id = self._context.user_id if self._context is not None else None
+        if user_id is None:
+            return
+        user = await self.hass.auth.async_get_user(user_id)
+        if user is None or not user.is_admin:
+            raise Unauthorized(context=self._context, permission=POLICY_CONTROL)
 
     @callback
     def close_webrtc_session(self, session_id: str) -> None:

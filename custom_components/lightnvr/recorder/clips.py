@@ -79,6 +79,7 @@ from .segmenter import (
 from .storage import (
     PART_SUFFIX,
     DayIndex,
+    Indexed,
     UnsafePathError,
     complete_fragments_end,
     local_start,
@@ -103,6 +104,13 @@ DEFAULT_CLIP_RETENTION_DAYS: Final = 30.0
 DEFAULT_CLIP_RETENTION_INTERVAL: Final = timedelta(hours=1)
 # A clip on demand longer than this is a recording, not a clip.
 MAX_SAVE_SECONDS: Final = 3600.0
+# Clips on demand being made at once, per camera and in all: a loop of service calls gets a
+# clear error instead of a writer each.
+MAX_SAVES_PER_CAMERA: Final = 2
+MAX_SAVES: Final = 8
+# When space must be freed, clips beyond this share of the stored bytes go first (see
+# storage.RetentionPeer): recordings keep the rest however many clips are saved.
+CLIP_SHARE: Final = 0.25
 
 # The thread wakes up this often and takes everything queued meanwhile, instead of waking up
 # for every packet (a wake-up costs more CPU than buffering a packet, as in the segmenter).
@@ -130,6 +138,10 @@ _CLIP_RE = re.compile(
     r"\.mp4(?P<part>\.part)?$"
 )
 _SIDE_RE = re.compile(r"^\d{2}-\d{2}-\d{2}_[a-z0-9-]{1,32}(?:_\d{1,4})?\.(?:json|jpg)$")
+
+
+class ClipBusyError(HomeAssistantError):
+    """Too many clips on demand are being made; try again when one is finished."""
 
 
 class ClipError(HomeAssistantError):
@@ -515,6 +527,32 @@ def delete_clip(layout: ClipLayout, clip: EventClip) -> bool:
 
 
 # ----- the index ---------------------------------------------------------------------------------
+
+
+class ClipRetentionPeer:
+    """The clips as the recordings' retention sees them (storage.RetentionPeer)."""
+
+    share = CLIP_SHARE
+
+    def __init__(self, layout: ClipLayout, index: ClipIndex) -> None:
+        """Weigh the clips of `index`."""
+        self._layout = layout
+        self._index = index
+
+    def oldest_first(self) -> list[EventClip]:
+        """Return the finished clips, oldest first."""
+        return self._index.oldest_first()
+
+    def total_size(self) -> int:
+        """Return their bytes."""
+        return self._index.total_size()
+
+    def delete(self, item: Indexed) -> bool:
+        """Delete a clip with its sidecar and snapshot (blocking)."""
+        if not isinstance(item, EventClip) or not delete_clip(self._layout, item):
+            return False
+        self._index.remove(item)
+        return True
 
 
 class ClipIndex(DayIndex[EventClip]):
@@ -1354,6 +1392,8 @@ class ClipManager:
         self._cancel_timer: CALLBACK_TYPE | None = None
         self._retention_lock = asyncio.Lock()
         self._listeners: list[Callable[[EventClip], None]] = []
+        self._saving: dict[str, int] = {}
+        self.retention_peer = ClipRetentionPeer(self.layout, self.index)
 
     # ----- lifecycle --------------------------------------------------------------------------
 
@@ -1478,8 +1518,19 @@ class ClipManager:
         Waits until the clip is finished and returns its path. Raises ValueError for a bad
         duration/pre-roll and ClipError for an unknown camera or when no video came.
         """
-        handle = self._recorder(camera_id).save(duration, pre_roll)
-        clip = await handle.wait()
+        recorder = self._recorder(camera_id)
+        if self._saving.get(camera_id, 0) >= MAX_SAVES_PER_CAMERA:
+            raise ClipBusyError(
+                f"{MAX_SAVES_PER_CAMERA} clips of this camera are being saved already"
+            )
+        if sum(self._saving.values()) >= MAX_SAVES:
+            raise ClipBusyError(f"{MAX_SAVES} clips are being saved already")
+        handle = recorder.save(duration, pre_roll)
+        self._saving[camera_id] = self._saving.get(camera_id, 0) + 1
+        try:
+            clip = await handle.wait()
+        finally:
+            self._saving[camera_id] -= 1
         if clip is None:
             raise ClipError(f"no video from camera {camera_id} to save")
         return clip.path

@@ -37,6 +37,7 @@ from .segmenter import (
 from .storage import (
     DiskUsage,
     DiskUsageFn,
+    RetentionPeer,
     RetentionPolicy,
     RetentionResult,
     Segment,
@@ -108,6 +109,8 @@ class RecorderManager:
         self._usage_fn = usage_fn
         self.layout = StorageLayout(options.storage_path, tz or dt_util.get_default_time_zone())
         self.index = SegmentIndex()
+        # Event clips, weighed with the recordings by the size cap and the free-space floor.
+        self.retention_peer: RetentionPeer | None = None
 
         self._segmenters: dict[str, Segmenter] = {}
         self._camera_days: dict[str, float] = {}
@@ -385,23 +388,30 @@ class RecorderManager:
         async with self._retention_lock:
             policy = self._policy()
             segmenters = list(self._segmenters.values())
+            peer = self.retention_peer
 
             def active() -> list[Path]:
                 return [path for s in segmenters if (path := s.active_path) is not None]
 
             def run() -> RetentionResult:
                 return apply_retention(
-                    self.layout, self.index, policy, active=active(), usage_fn=self._usage_fn
+                    self.layout,
+                    self.index,
+                    policy,
+                    active=active(),
+                    usage_fn=self._usage_fn,
+                    peer=peer,
                 )
 
             result = await self._hass.async_add_executor_job(run)
         self._usage = result.usage
         self._last_check = dt_util.utcnow()
-        if result.deleted:
+        if result.deleted or result.deleted_peers:
             _LOGGER.debug(
-                "Retention deleted %d segment(s) (%s)",
+                "Retention deleted %d segment(s) (%s) and %d event clip(s)",
                 len(result.deleted),
                 _format_gb(result.freed_bytes),
+                len(result.deleted_peers),
             )
         self._apply_storage_state(result, policy.min_free_bytes)
         self._async_notify()

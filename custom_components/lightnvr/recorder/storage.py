@@ -21,7 +21,7 @@ that the manager runs in an executor; the index itself is thread-safe and cheap 
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 import logging
@@ -577,13 +577,34 @@ class RetentionPolicy:
         return self.camera_days.get(camera_id, self.retention_days)
 
 
+class RetentionPeer(Protocol):
+    """Other files under the storage root weighed with the recordings: the event clips.
+
+    When space must be freed (size cap, free-space floor) both kinds go oldest first, except
+    that while the peer holds more than `share` of the stored bytes its own oldest files go
+    first: a storm of saved clips can never take the room of the continuous recordings.
+    """
+
+    share: float
+
+    def oldest_first(self) -> Sequence[Indexed]:
+        """Return the finished files, oldest first."""
+
+    def total_size(self) -> int:
+        """Return their bytes."""
+
+    def delete(self, item: Indexed) -> bool:
+        """Delete one (blocking) and forget it; False if it could not be deleted."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetentionResult:
     """What one retention run did and saw."""
 
     deleted: tuple[Segment, ...]
     usage: DiskUsage
-    storage_full: bool  # free space below the floor, and no finished segment left to delete
+    storage_full: bool  # free space below the floor, and nothing left to delete
+    deleted_peers: tuple[Indexed, ...] = ()  # event clips deleted to make room
 
     @property
     def freed_bytes(self) -> int:
@@ -599,16 +620,18 @@ def apply_retention(
     active: Collection[Path] = (),
     usage_fn: DiskUsageFn = disk_usage,
     now: float | None = None,
+    peer: RetentionPeer | None = None,
 ) -> RetentionResult:
     """Delete what the policy no longer keeps, oldest first (blocking).
 
     Order: per-camera age, then the total size cap, then the free-space floor. `active` are
     the files being written; they are never deleted (they are not in the index either, this is
-    a second guard).
+    a second guard). The size cap and the floor count `peer`'s files (event clips) too.
     """
     now = time.time() if now is None else now
     protected = {Path(path) for path in active}
     deleted: list[Segment] = []
+    deleted_peers: list[Indexed] = []
 
     def delete(segment: Segment) -> bool:
         if segment.path in protected:
@@ -635,13 +658,40 @@ def apply_retention(
                 break
             delete(segment)
 
+    def make_room(enough: Callable[[int], bool]) -> int:
+        """Delete oldest first (see RetentionPeer) until `enough(bytes freed)`."""
+        segments = index.oldest_first()
+        others = list(peer.oldest_first()) if peer is not None else []
+        segment_bytes = sum(segment.size for segment in segments)
+        other_bytes = sum(item.size for item in others)
+        freed = i = j = 0
+        while not enough(freed) and (i < len(segments) or j < len(others)):
+            over_share = peer is not None and other_bytes > peer.share * (
+                segment_bytes + other_bytes
+            )
+            if j < len(others) and (
+                i == len(segments) or over_share or others[j].start < segments[i].start
+            ):
+                item = others[j]
+                j += 1
+                assert peer is not None
+                if peer.delete(item):
+                    deleted_peers.append(item)
+                    other_bytes -= item.size
+                    freed += item.size
+            else:
+                segment = segments[i]
+                i += 1
+                if delete(segment):
+                    segment_bytes -= segment.size
+                    freed += segment.size
+        return freed
+
     if policy.max_size_bytes is not None:
-        total = index.total_size()
-        for segment in index.oldest_first():
-            if total <= policy.max_size_bytes:
-                break
-            if delete(segment):
-                total -= segment.size
+        limit = policy.max_size_bytes
+        total = index.total_size() + (peer.total_size() if peer is not None else 0)
+        if total > limit:
+            make_room(lambda freed: total - freed <= limit)
 
     usage = usage_fn(layout.root)
     free = usage.free
@@ -649,11 +699,7 @@ def apply_retention(
     if free < policy.min_free_bytes:
         # Count what each deletion frees instead of asking the disk again after each one:
         # fewer statvfs calls, and a test's injected usage stays meaningful.
-        for segment in index.oldest_first():
-            if free >= policy.min_free_bytes:
-                break
-            if delete(segment):
-                free += segment.size
+        free += make_room(lambda freed: free + freed >= policy.min_free_bytes)
         nothing_left = free < policy.min_free_bytes
         usage = usage_fn(layout.root)
     if deleted:
@@ -663,7 +709,10 @@ def apply_retention(
             sum(segment.size for segment in deleted),
         )
     return RetentionResult(
-        tuple(deleted), usage, nothing_left and usage.free < policy.min_free_bytes
+        tuple(deleted),
+        usage,
+        nothing_left and usage.free < policy.min_free_bytes,
+        tuple(deleted_peers),
     )
 
 

@@ -83,6 +83,9 @@ async def test_live_view_and_snapshot_through_go2rtc(
         await router.close()
     image = await async_get_image(hass, "camera.front_door")
     assert Image.open(io.BytesIO(image.content)).size == (640, 360)
+    # go2rtc upscales on request; a huge size is never passed on.
+    image = await async_get_image(hass, "camera.front_door", width=4000, height=2250)
+    assert Image.open(io.BytesIO(image.content)).size == (640, 360)
     rtsp_camera.poll()
     assert rtsp_camera.connected_clients == 1  # go2rtc's; hub and viewer share it
 

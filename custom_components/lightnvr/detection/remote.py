@@ -16,7 +16,17 @@ Failures never raise out of `async_detect`: it answers None, and the client back
 exponentially (nothing is sent until the back-off has passed, so a dead server costs nothing).
 A server that keeps failing for `down_after` seconds raises the `detection_server_down` repair
 issue (when given `hass`) and reports it through `on_status`; the first answer clears it.
-The API key is sent in the form only and never logged; URLs are logged without user info.
+
+The server is not trusted:
+- its answer is read in chunks and dropped past `MAX_RESPONSE_BYTES` (a broken or hostile server
+  must not pour gigabytes into Home Assistant's memory);
+- redirects are not followed (aiohttp would follow them by default and send the request on to a
+  host the user never configured); a 3xx answer is a failure that names no target;
+- its text (reason phrase, error message, body) never reaches the repair issue, `last_error` or
+  `on_status`: those carry our own words and the HTTP status only. A short, sanitised excerpt is
+  logged at debug level, with the API key and URL credentials removed.
+The API key is sent in the form only and never logged; URLs are logged without user info or
+query values.
 """
 
 from __future__ import annotations
@@ -24,9 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 import hashlib
+from http import HTTPStatus
+import json
 import logging
+import re
 import time
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 import aiohttp
 from homeassistant.core import HomeAssistant
@@ -42,10 +56,27 @@ API_PATH = "/v1/vision/detection"
 ISSUE_SERVER_DOWN = "detection_server_down"
 # Coordinates up to this much outside 0..1 still count as normalised (rounding by servers).
 _NORMALISED_SLACK = 0.01
+# A detection answer is a few KB; thousands of boxes stay well below this. Anything larger is a
+# broken or hostile server, and reading on would only cost memory.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
+# How much of an error body is read, and how much of server text is logged (debug only).
+_ERROR_BODY_BYTES = 1024
+_EXCERPT_CHARS = 120
+_QUERY_VALUE_RE = re.compile(r"=[^&;]*")
 
 
 class RemoteError(Exception):
-    """The server answered, but not with detections (HTTP error, failure flag, bad JSON)."""
+    """The server answered, but not with detections (HTTP error, failure flag, bad JSON).
+
+    The message is always our own text (shown in the repair issue); what the server said, if
+    anything, is in `server_text` for a debug log only.
+    """
+
+    def __init__(self, message: str, server_text: str | None = None) -> None:
+        """Keep our message apart from the server's untrusted text."""
+        super().__init__(message)
+        self.server_text = server_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +110,21 @@ def endpoint_url(url: str) -> str:
     return url.rstrip("/") + API_PATH
 
 
+def display_url(url: str) -> str:
+    """Return `url` fit for logs and the repair issue: no user info, no query values, no fragment.
+
+    `source.redact_url` hides user info only; a key written into the query (`?api_key=...`) must
+    not be shown either.
+    """
+    url = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a broken IPv6 literal; the request fails later with a clear error
+        return _QUERY_VALUE_RE.sub("=***", url.partition("#")[0])
+    query = _QUERY_VALUE_RE.sub("=***", parts.query)
+    return urlunsplit(parts._replace(query=query, fragment=""))
+
+
 def issue_id_for(url: str) -> str:
     """Return the repair issue id for a server: one issue per server, whichever camera asks."""
     digest = hashlib.sha256(redact_url(endpoint_url(url)).encode()).hexdigest()[:12]
@@ -92,12 +138,15 @@ def parse_predictions(
     if not isinstance(payload, Mapping):
         raise RemoteError("the answer is not a JSON object")
     if payload.get("success") is False:
-        message = payload.get("error") or payload.get("message") or "the server reported failure"
-        raise RemoteError(str(message)[:200])
+        message = payload.get("error") or payload.get("message")
+        raise RemoteError(
+            "the server reported failure", str(message) if message is not None else None
+        )
     predictions = payload.get("predictions") or []
     if not isinstance(predictions, list):
         raise RemoteError("'predictions' is not a list")
     raw: list[tuple[str, float, tuple[float, float, float, float]]] = []
+    malformed = 0
     for item in predictions:
         try:
             label = str(item["label"]).strip().lower()
@@ -109,11 +158,13 @@ def parse_predictions(
                 float(item["y_max"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
-            _LOGGER.debug("Ignoring a malformed prediction: %r", item)
+            malformed += 1  # counted, not logged: the entry is server text of any size
             continue
         if confidence > 1.0:  # a few servers answer in percent
             confidence /= 100.0
         raw.append((label, confidence, coords))
+    if malformed:
+        _LOGGER.debug("Ignoring %d malformed prediction(s) of %d", malformed, len(predictions))
     normalised = all(
         -_NORMALISED_SLACK <= value <= 1.0 + _NORMALISED_SLACK
         for _, _, coords in raw
@@ -157,8 +208,9 @@ class RemoteDetector:
         self._on_status = on_status
         self._clock = clock
         self.endpoint = endpoint_url(options.url)
-        self.redacted_url = redact_url(self.endpoint)
+        self.redacted_url = display_url(self.endpoint)
         self.issue_id = issue_id_for(options.url)
+        self._secrets = _secrets(options.api_key, self.endpoint)
 
         self._failing_since: float | None = None
         self._streak = 0
@@ -214,6 +266,12 @@ class RemoteDetector:
             self._failed(_describe(err))
             return None
         except RemoteError as err:
+            if err.server_text:
+                _LOGGER.debug(
+                    "Object detection server %s said: %s",
+                    self.redacted_url,
+                    _excerpt(err.server_text, self._secrets),
+                )
             self._failed(str(err))
             return None
         except Exception as err:  # a bad server must never break detection
@@ -230,13 +288,29 @@ class RemoteDetector:
         if self.options.api_key:
             form.add_field("api_key", self.options.api_key)
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)
-        async with self._session.post(self.endpoint, data=form, timeout=timeout) as response:
-            if response.status in (401, 403):
-                raise RemoteError(f"access denied (HTTP {response.status}); check the API key")
-            if response.status >= 400:
-                raise RemoteError(f"HTTP {response.status} {response.reason or ''}".strip())
+        # No redirects: aiohttp would follow them and send the request (and, for 307/308, the
+        # form with the API key) to wherever the server points.
+        async with self._session.post(
+            self.endpoint, data=form, timeout=timeout, allow_redirects=False
+        ) as response:
+            status = response.status
+            if 300 <= status < 400:
+                # The Location is not shown: it is server text and may carry secrets.
+                raise RemoteError(
+                    f"the server redirected (HTTP {status}); redirects are not followed, "
+                    "enter the server's final URL"
+                )
+            if status >= 400:
+                # The reason phrase and body are server text: a debug excerpt only.
+                server_text = await _read_error_body(response)
+                if status in (401, 403):
+                    raise RemoteError(
+                        f"access denied (HTTP {status}); check the API key", server_text
+                    )
+                raise RemoteError(_status_text(status), server_text)
+            body = await _read_capped(response, MAX_RESPONSE_BYTES)
             try:
-                return await response.json(content_type=None)
+                return _decode_json(body, response.charset)
             except ValueError as err:
                 raise RemoteError("the answer is not JSON") from err
 
@@ -318,6 +392,97 @@ class RemoteDetector:
         if self._down:
             self._down = False
             self._delete_issue()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Return the body, or raise RemoteError as soon as it proves larger than `limit` bytes.
+
+    Counted after decompression, so a small compressed body cannot expand past the limit either.
+    """
+    try:
+        declared = response.content_length
+    except ValueError:  # aiohttp's parser rejects these, but a bad header is no reason to crash
+        declared = None
+    if declared is not None and declared > limit:
+        response.close()  # drop the connection: nothing of the body is read
+        raise RemoteError(_too_large(limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            response.close()  # the rest is never read
+            raise RemoteError(_too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_error_body(response: aiohttp.ClientResponse) -> str | None:
+    """Return the start of an error answer (reason phrase and body) for a debug excerpt."""
+    try:
+        head = await response.content.read(_ERROR_BODY_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        head = b""
+    text = " ".join(
+        part for part in (response.reason or "", head.decode("utf-8", "replace")) if part
+    )
+    return text or None
+
+
+def _decode_json(body: bytes, charset: str | None) -> Any:
+    """Decode a JSON answer like `ClientResponse.json` did: an empty answer is None."""
+    body = body.strip()
+    if not body:
+        return None
+    if charset:
+        try:
+            return json.loads(body.decode(charset))
+        except LookupError:  # an unknown charset: let json detect UTF-8/16/32
+            pass
+    return json.loads(body)
+
+
+def _status_text(status: int) -> str:
+    """Return "HTTP 500 Internal Server Error", the phrase from our table, never the server's."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _too_large(limit: int) -> str:
+    return f"the answer is larger than {limit / (1024 * 1024):g} MB; is this a detection server?"
+
+
+def _secrets(api_key: str | None, url: str) -> tuple[str, ...]:
+    """Return what must never appear in a log: the API key and the URL's password."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    found = {value for value in (api_key, password, password and unquote(password)) if value}
+    # A server may echo them back URL-encoded.
+    found |= {quote(value, safe="") for value in list(found)}
+    found |= {quote_plus(value, safe="") for value in list(found)}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _excerpt(text: str, secrets: tuple[str, ...]) -> str:
+    """Return a short, single-line excerpt of server text without our secrets."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    cut = len(text) > _EXCERPT_CHARS
+    text = text[:_EXCERPT_CHARS]
+    # Our cut, or the end of what was read, may fall inside a secret that the replacement above
+    # could not match whole: drop a trailing start of one (three characters tell nothing).
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, len(text)), 3, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size]
+                break
+    # No control characters: nothing the server sends may forge log lines.
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return redact_url(" ".join(text.split())) + ("…" if cut else "")
 
 
 def _describe(err: aiohttp.ClientError) -> str:

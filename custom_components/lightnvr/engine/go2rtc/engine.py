@@ -49,7 +49,7 @@ from ...hub import StreamHub
 from ...models import CameraConfig, ViewerLimits
 from ...source import CameraSource
 from ..base import StreamEngine
-from ..snapshot import SnapshotError, keyframe_to_jpeg
+from ..snapshot import SnapshotError, keyframe_to_jpeg, target_size
 from ..viewers import LocalViewers, plays_as_is
 from ..webrtc import offered_codecs
 from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
@@ -680,6 +680,13 @@ class Go2RtcEngine:
         name = self._names.get(camera_id)
         if name is None:
             return None
+        hub = self._hubs.get(camera_id)
+        info = hub.info if hub is not None else None
+        if width or height:
+            # go2rtc scales with ffmpeg, upscaling too: never ask for more than the camera has
+            # (a huge size costs CPU and memory); the camera's size while it is not known.
+            size = target_size((info.width, info.height), width, height) if info else None
+            width, height = size if size is not None else (None, None)
         if self._client is not None:
             try:
                 jpeg = await self._client.async_frame(name, width, height, SNAPSHOT_TIMEOUT)
@@ -689,9 +696,7 @@ class Go2RtcEngine:
                 if jpeg:
                     return jpeg
         # frame.jpeg answers 200 with an empty body when go2rtc has no picture.
-        hub = self._hubs.get(camera_id)
         keyframe = hub.latest_keyframe() if hub is not None else None
-        info = hub.info if hub is not None else None
         if keyframe is None or info is None:
             return None
         try:

@@ -22,13 +22,16 @@ It follows ``../shared/go2rtc-api.md`` (the contract the engine is written again
   it. ``/api/streams`` lists producers with ``bytes_recv`` growing while they receive.
 * **RTSP restream** at ``rtsp://<rtsp.listen>/<name>``: a minimal RTSP server (OPTIONS, DESCRIBE,
   SETUP with TCP interleaving only, PLAY, GET_PARAMETER, TEARDOWN) that packetises the producer's
-  H.264 into RTP itself. So a restream client and the camera see genuine go2rtc semantics: any
-  number of consumers, **one** camera connection.
-* **WebRTC** answers come from aiortc, fed with the producer's H.264 packets (no re-encoding).
-  When ``webrtc.listen`` is on 127.0.0.1 only loopback candidates are offered.
+  H.264 or H.265 video (RFC 7798) and AAC (RFC 3640) or G.711 audio into RTP itself, one track per
+  m-line, ``?video``/``?audio`` selecting tracks. So a restream client and the camera see genuine
+  go2rtc semantics: any number of consumers, **one** camera connection.
+* **WebRTC** answers come from aiortc, fed with the producer's video packets (no re-encoding):
+  H.264, or H.265 to a viewer that offers it; "codecs not matched" otherwise. When
+  ``webrtc.listen`` is on 127.0.0.1 only loopback candidates are offered.
 
-Limits (on purpose): video only, H.264 only (other codecs: DESCRIBE 404, like "codecs not
-matched"); only the first source of a stream is used; the double never binds beyond 127.0.0.1.
+Limits (on purpose): no audio over WebRTC; video other than H.264/H.265 is refused like "codecs
+not matched"; only the first source of a stream is used; the double never binds beyond
+127.0.0.1.
 
 **Control knobs** for tests: the JSON file named by the ``GO2RTC_DOUBLE_CONTROL`` environment
 variable, re-read every 50 ms. Persistent knobs apply to every process started while present;

@@ -1,7 +1,15 @@
 """go2rtc protocol double: the program. See ``__init__.py`` for what it does and its knobs.
 
 Self-contained on purpose (run as a script by a launcher, like a binary): only the standard
-library and packages of the project's venv (aiohttp, aiortc, av, PyYAML, Pillow).
+library and packages of the project's venv (aiohttp, aiortc, av, PyYAML, Pillow). The one
+exception is H.265 over WebRTC, which borrows the integration's aiortc H.265 support on the
+first H.265 viewer (see `h265_webrtc`).
+
+Media, like go2rtc (no transcoding): H.264 or H.265 video plus an optional AAC, G.711 A-law or
+µ-law audio track. The RTSP restream describes one m-line per track (`?video` / `?audio`
+select tracks) and sends each track that was SET UP on its own channel; WebRTC sends the
+video only, and H.265 only to viewers that offer it. Other video codecs end in "codecs not
+matched"; other audio codecs are left out.
 """
 
 from __future__ import annotations
@@ -10,9 +18,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import datetime as dt
 from fractions import Fraction
+import functools
 import ipaddress
 import itertools
 import json
@@ -27,7 +36,7 @@ import sys
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
 import av
@@ -204,7 +213,7 @@ def is_loopback(peer: Any) -> bool:
         return False
 
 
-# ----- H.264 helpers -------------------------------------------------------------------------
+# ----- H.264 / H.265 / AAC helpers -----------------------------------------------------------
 
 
 def split_nals(data: bytes) -> list[bytes]:
@@ -252,40 +261,262 @@ def sdp_fmtp(extradata: bytes | None) -> str:
     return ";".join(params)
 
 
+H265_VPS, H265_SPS, H265_PPS = 32, 33, 34
+H265_FU = 49  # RFC 7798 §4.4.3: the payload header type of a Fragmentation Unit
+H264_SPS = 7
+
+
+def h265_type(nal: bytes) -> int:
+    """The NAL unit type: bits 1-6 of the first header byte (RFC 7798 §1.1.4)."""
+    return (nal[0] >> 1) & 0x3F
+
+
+def hvcc_nals(extradata: bytes) -> list[bytes]:
+    """The NAL units of an HEVCDecoderConfigurationRecord (ISO/IEC 14496-15, "hvcC").
+
+    After 22 bytes of profile/format fields comes numOfArrays; each array is one byte (NAL type),
+    a 16-bit unit count, then each unit after its 16-bit length.
+    """
+    nals: list[bytes] = []
+    if len(extradata) < 23:
+        return nals
+    pos = 23
+    for _ in range(extradata[22]):
+        count = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            nals.append(extradata[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+    return [nal for nal in nals if len(nal) >= 2]
+
+
+def extradata_nals(extradata: bytes | None, codec: str = "h265") -> list[bytes]:
+    """Parameter sets from extradata: Annex B (what FFmpeg's RTSP demuxer gives), or for H.265
+    also hvcC (MP4 style). H.264's avcC is not read: no source the double dials gives it."""
+    if not extradata:
+        return []
+    if extradata.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        return split_nals(extradata)
+    if codec == "h265" and extradata[0] == 1:  # hvcC's configurationVersion (Annex B: zero)
+        return hvcc_nals(extradata)
+    return []
+
+
+def sdp_fmtp_h265(extradata: bytes | None) -> str:
+    """RFC 7798 §7.1 sprop-vps/sps/pps: base64 of each parameter set, comma-separated."""
+    nals = extradata_nals(extradata)
+    params = []
+    for name, kind in (("sprop-vps", H265_VPS), ("sprop-sps", H265_SPS), ("sprop-pps", H265_PPS)):
+        units = [base64.b64encode(n).decode() for n in nals if h265_type(n) == kind]
+        if units:
+            params.append(f"{name}={','.join(units)}")
+    return ";".join(params)
+
+
+def packetize_h265(data: bytes) -> list[bytes]:
+    """RTP payloads (RFC 7798) for one H.265 access unit: single NAL units or FUs.
+
+    A NAL unit that fits is sent as it is (§4.4.1: its own 2-byte header is the payload
+    header). A larger one is split into Fragmentation Units (§4.4.3): each carries a payload
+    header that is the NAL header with Type = 49 (F, LayerId and TID kept), then an FU header
+    (S = first, E = last, FuType = the NAL's type), then a slice of the NAL's body; the NAL's
+    own header is not sent, the receiver rebuilds it from the two. No DONL fields: we never
+    signal sprop-max-don-diff, so §4.4 leaves them out. No aggregation packets (optional).
+    """
+    payloads: list[bytes] = []
+    step = RTP_MAX_PAYLOAD - 3  # 2-byte payload header + 1-byte FU header
+    for nal in split_nals(data):
+        if len(nal) <= RTP_MAX_PAYLOAD:
+            payloads.append(nal)
+            continue
+        header = bytes([(nal[0] & 0x81) | (H265_FU << 1), nal[1]])
+        body = nal[2:]
+        chunks = [body[i : i + step] for i in range(0, len(body), step)]
+        for index, chunk in enumerate(chunks):
+            start = 0x80 if index == 0 else 0
+            end = 0x40 if index == len(chunks) - 1 else 0
+            payloads.append(header + bytes([start | end | h265_type(nal)]) + chunk)
+    return payloads
+
+
+def aac_payload(frame: bytes) -> bytes:
+    """RFC 3640 AAC-hbr: one raw AAC frame after its AU header section.
+
+    AU-headers-length (16 bits, in bits: one header = 16), then the AU header: AU-size (13 bits,
+    sizelength=13) and AU-Index (3 bits, indexlength=3, 0 for the only AU). An AAC frame is at
+    most 768 bytes per channel, far below 2^13, and TCP interleaving has no MTU, so no frame
+    is ever fragmented.
+    """
+    return struct.pack("!HH", 16, len(frame) << 3) + frame
+
+
+def with_parameter_sets(data: bytes, track: Track) -> bytes:
+    """Prepend the extradata's parameter sets to a keyframe that lacks them (WebRTC needs them
+    in-band: it has no out-of-band sprop parameters)."""
+    nals = split_nals(data)
+    if track.codec == "h265":
+        if any(h265_type(n) == H265_VPS for n in nals):
+            return data
+    elif any(n[0] & 0x1F == H264_SPS for n in nals):
+        return data
+    params = extradata_nals(track.extradata, track.codec)
+    return b"".join(b"\x00\x00\x00\x01" + n for n in params) + data
+
+
 # ----- streams, producers, consumers ---------------------------------------------------------
+
+# PyAV/FFmpeg codec name -> go2rtc's codec_name; anything else is "codecs not matched".
+VIDEO_CODECS = {"h264": "h264", "hevc": "h265"}
+AUDIO_CODECS = {"aac": "aac", "pcm_alaw": "pcma", "pcm_mulaw": "pcmu"}
+# go2rtc's codec_name -> the RTP encoding name (SDP rtpmap, go2rtc's "medias" strings).
+RTP_NAMES = {
+    "h264": "H264",
+    "h265": "H265",
+    "aac": "MPEG4-GENERIC",
+    "pcma": "PCMA",
+    "pcmu": "PCMU",
+}
+STATIC_PAYLOAD_TYPES = {"pcma": 8, "pcmu": 0}  # RFC 3551; the others use dynamic types
+GOP_CACHE_MAX = 1500  # media kept after the newest keyframe (video + audio packets)
+
+
+@dataclass(slots=True, eq=False)  # compared by identity
+class Track:
+    """One of a producer's media: what go2rtc calls a receiver (video or audio)."""
+
+    kind: str  # "video" or "audio"
+    codec: str  # go2rtc's codec_name: h264, h265, aac, pcma, pcmu
+    clock_rate: int  # RTP clock: 90 kHz for video, the sample rate for audio
+    channels: int = 0
+    extradata: bytes | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    bytes_recv: int = 0
+    packets: int = 0
+
+    @property
+    def rtp_name(self) -> str:
+        return RTP_NAMES[self.codec]
+
+    @property
+    def payload_type(self) -> int:
+        return STATIC_PAYLOAD_TYPES.get(self.codec, 96 if self.kind == "video" else 97)
+
+    def media_string(self, direction: str) -> str:
+        """go2rtc's media line for the API: "video, recvonly, H265", "audio, …, PCMA/8000"."""
+        name = self.rtp_name
+        if self.clock_rate != RTP_CLOCK:
+            name += f"/{self.clock_rate}"
+        if self.channels > 1:
+            name += f"/{self.channels}"
+        return f"{self.kind}, {direction}, {name}"
+
+    def codec_json(self) -> dict[str, Any]:
+        codec: dict[str, Any] = {"codec_name": self.codec, "codec_type": self.kind}
+        if self.kind == "audio":
+            codec["sample_rate"] = self.clock_rate
+            if self.channels:
+                codec["channels"] = self.channels
+        return codec
+
+    def sdp(self, track_id: int) -> list[str]:
+        """This track's m-section of an RTSP DESCRIBE answer."""
+        pt = self.payload_type
+        lines = [f"m={self.kind} 0 RTP/AVP {pt}"]
+        if self.codec == "h264":
+            lines += [f"a=rtpmap:{pt} H264/90000", f"a=fmtp:{pt} {sdp_fmtp(self.extradata)}"]
+        elif self.codec == "h265":
+            lines.append(f"a=rtpmap:{pt} H265/90000")
+            if fmtp := sdp_fmtp_h265(self.extradata):
+                lines.append(f"a=fmtp:{pt} {fmtp}")
+        elif self.codec == "aac":
+            lines.append(f"a=rtpmap:{pt} MPEG4-GENERIC/{self.clock_rate}/{self.channels or 1}")
+            config = (self.extradata or b"").hex()
+            lines.append(
+                f"a=fmtp:{pt} streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;"
+                f"indexlength=3;indexdeltalength=3;config={config}"
+            )
+        else:
+            lines.append(f"a=rtpmap:{pt} {self.rtp_name}/{self.clock_rate}")
+        return [*lines, f"a=control:trackID={track_id}"]
+
+    def payloads(self, data: bytes) -> list[bytes]:
+        """The RTP payloads of one media packet."""
+        if self.codec == "h264":
+            return packetize(data)
+        if self.codec == "h265":
+            return packetize_h265(data)
+        if self.codec == "aac":
+            return [aac_payload(data)]
+        return [data]  # G.711: the payload is the samples themselves (RFC 3551)
 
 
 @dataclass(frozen=True, slots=True)
 class Media:
-    """One video access unit, Annex B."""
+    """One packet of a producer: a video access unit (Annex B) or an audio frame."""
 
+    kind: str  # "video" or "audio"
+    codec: str  # go2rtc's codec_name
     data: bytes
     pts: int | None
     time_base: Fraction
     keyframe: bool
 
-    def rtp_time(self) -> int:
-        return int((self.pts or 0) * self.time_base * RTP_CLOCK)
+    def rtp_time(self, clock: int = RTP_CLOCK) -> int:
+        return int((self.pts or 0) * self.time_base * clock)
 
 
 class Consumer:
-    """Anything that reads a stream: an RTSP session, a WebRTC peer, a frame.jpeg request."""
+    """Anything that reads a stream: an RTSP session, a WebRTC peer, a frame.jpeg request.
 
-    def __init__(self, format_name: str, protocol: str, remote_addr: str, user_agent: str = ""):
+    `kinds` are the media it takes (video, audio); the producer's other packets never reach
+    its queue.
+    """
+
+    def __init__(
+        self,
+        format_name: str,
+        protocol: str,
+        remote_addr: str,
+        user_agent: str = "",
+        kinds: tuple[str, ...] = ("video", "audio"),
+    ):
         self.id = next(_ids)
         self.format_name = format_name
         self.protocol = protocol
         self.remote_addr = remote_addr
         self.user_agent = user_agent
+        self.kinds = set(kinds)
+        self.tracks: list[Track] = []
+        self.sender_ids: dict[str, int] = {}
+        self.sent: dict[str, list[int]] = {}  # kind -> [bytes, packets]
         self.queue: asyncio.Queue[Media | None] = asyncio.Queue()
         self.bytes_send = 0
         self.packets = 0
 
+    def attach(self, tracks: list[Track]) -> None:
+        """Take the producer's tracks of this consumer's kinds (called again to narrow them)."""
+        self.tracks = [t for t in tracks if t.kind in self.kinds]
+        self.kinds = {t.kind for t in self.tracks}
+        for track in self.tracks:
+            self.sender_ids.setdefault(track.kind, next(_ids))
+            self.sent.setdefault(track.kind, [0, 0])
+
     def put(self, media: Media | None) -> None:
+        if media is not None and media.kind not in self.kinds:
+            return
         if media is not None and self.queue.qsize() >= CONSUMER_QUEUE:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
         self.queue.put_nowait(media)
+
+    def count(self, kind: str, size: int) -> None:
+        """Record `size` bytes of one packet sent."""
+        self.bytes_send += size
+        self.packets += 1
+        stats = self.sent.setdefault(kind, [0, 0])
+        stats[0] += size
+        stats[1] += 1
 
     def close(self) -> None:
         self.queue.put_nowait(None)
@@ -297,21 +528,27 @@ class Consumer:
             "protocol": self.protocol,
             "remote_addr": self.remote_addr,
             "user_agent": self.user_agent,
-            "medias": ["video, sendonly, H264"],
+            "medias": [t.media_string("sendonly") for t in self.tracks],
             "senders": [
                 {
-                    "id": self.id,
-                    "codec": {"codec_name": "h264", "codec_type": "video"},
-                    "bytes": self.bytes_send,
-                    "packets": self.packets,
+                    "id": self.sender_ids[t.kind],
+                    "codec": t.codec_json(),
+                    "parent": t.id,
+                    "bytes": self.sent[t.kind][0],
+                    "packets": self.sent[t.kind][1],
                 }
+                for t in self.tracks
             ],
             "bytes_send": self.bytes_send,
         }
 
 
 class Producer:
-    """One connection to a stream's source, read by a PyAV thread, shared by all consumers."""
+    """One connection to a stream's source, read by a PyAV thread, shared by all consumers.
+
+    Like go2rtc it restreams what the camera sends, without transcoding: H.264 or H.265 video
+    plus, if the camera has one, an AAC or G.711 audio track.
+    """
 
     def __init__(self, stream: Stream, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self.stream = stream
@@ -320,19 +557,26 @@ class Producer:
         self.id = next(_ids)
         self.consumers: list[Consumer] = []
         self.gop: list[Media] = []
+        self.tracks: list[Track] = []
         self.connected = False
         self.stopped = False
         self.bytes_recv = 0
         self.packets = 0
-        self.extradata: bytes | None = None
-        self.codec = ""
         self.remote_addr = ""
         self._stop = threading.Event()
         self._opened: asyncio.Future[bool] | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def video(self) -> Track | None:
+        return next((t for t in self.tracks if t.kind == "video"), None)
+
+    @property
+    def audio(self) -> Track | None:
+        return next((t for t in self.tracks if t.kind == "audio"), None)
+
     async def start(self, timeout: float) -> bool:
-        """Dial the source (once); return True when it delivers H.264 video."""
+        """Dial the source (once); return True when it delivers H.264 or H.265 video."""
         if self._opened is None:
             self._opened = self.loop.create_future()
             self._thread = threading.Thread(target=self._run, daemon=True, name="producer")
@@ -350,8 +594,38 @@ class Producer:
             consumer.close()
         self.consumers.clear()
 
+    @staticmethod
+    def _tracks(container: Any) -> dict[int, Track]:
+        """The source's tracks by stream index: its first video, and its first audio we know.
+
+        Raises "codecs not matched" when the video is neither H.264 nor H.265; an audio codec
+        we cannot restream is left out (video only), as a consumer asking for video still gets
+        it.
+        """
+        if not container.streams.video:
+            raise ValueError("codecs not matched: no video")
+        video = container.streams.video[0]
+        codec = VIDEO_CODECS.get(video.codec_context.name)
+        if codec is None:
+            raise ValueError(f"codecs not matched: video:{video.codec_context.name.upper()}")
+        extradata = video.codec_context.extradata
+        tracks = {video.index: Track("video", codec, RTP_CLOCK, 0, bytes(extradata or b""))}
+        for audio in container.streams.audio:
+            context = audio.codec_context
+            codec = AUDIO_CODECS.get(context.name)
+            if codec is None:
+                continue
+            # G.711 is 8 kHz whatever FFmpeg says; AAC's rate comes from its config.
+            rate = 8000 if codec in STATIC_PAYLOAD_TYPES else int(context.sample_rate or 0)
+            channels = int(context.layout.nb_channels or 1) if context.layout else 1
+            config = bytes(context.extradata or b"")
+            tracks[audio.index] = Track("audio", codec, rate, channels, config)
+            break
+        return tracks
+
     def _run(self) -> None:
         error = ""
+        opened = False
         try:
             container = av.open(
                 self.url,
@@ -362,35 +636,38 @@ class Producer:
             self._call(self._on_open, False, str(err))
             return
         try:
-            if not container.streams.video:
-                raise ValueError("no video")
-            video = container.streams.video[0]
-            if video.codec_context.name != "h264":
-                raise ValueError(f"codecs not matched: video:{video.codec_context.name.upper()}")
-            extradata = video.codec_context.extradata
-            self.extradata = bytes(extradata) if extradata else None
-            self.codec = "h264"
+            tracks = self._tracks(container)
+            self.tracks = list(tracks.values())
             parts = urlsplit(self.url)
             self.remote_addr = f"{parts.hostname}:{parts.port or 554}"
+            opened = True
             self._call(self._on_open, True, "")
-            for packet in container.demux(video):
+            streams = [s for s in container.streams if s.index in tracks]
+            for packet in container.demux(*streams):
                 if self._stop.is_set():
                     break
                 if packet.size == 0 or self.stream.frozen:
                     continue  # a frozen stream keeps its connection but delivers nothing
+                track = tracks[packet.stream.index]
                 media = Media(
+                    track.kind,
+                    track.codec,
                     bytes(packet),
                     packet.pts,
-                    packet.time_base or Fraction(1, RTP_CLOCK),
-                    packet.is_keyframe,
+                    packet.time_base or Fraction(1, track.clock_rate),
+                    track.kind == "video" and packet.is_keyframe,
                 )
                 self.bytes_recv += packet.size
                 self.packets += 1
+                track.bytes_recv += packet.size
+                track.packets += 1
                 self._call(self._dispatch, media)
         except Exception as err:
             error = str(err) or type(err).__name__
         finally:
             container.close()
+            if not opened:  # e.g. codecs not matched: the consumers' dial fails now
+                self._call(self._on_open, False, error)
             self._call(self._on_end, error or "EOF")
 
     def _call(self, func: Any, *args: Any) -> None:
@@ -408,9 +685,11 @@ class Producer:
     def _dispatch(self, media: Media) -> None:
         if self.stopped:
             return
-        if media.keyframe:
+        # The cache starts at the newest video keyframe and keeps what follows it, audio
+        # included, so a new consumer starts decodable and with its sound.
+        if media.kind == "video" and media.keyframe:
             self.gop = [media]
-        elif self.gop and len(self.gop) < 600:
+        elif self.gop and len(self.gop) < GOP_CACHE_MAX:
             self.gop.append(media)
         for consumer in self.consumers:
             consumer.put(media)
@@ -429,15 +708,20 @@ class Producer:
             "protocol": "rtsp+tcp",
             "remote_addr": self.remote_addr,
             "url": self.url,
-            "medias": ["video, recvonly, H264"],
+            "medias": [t.media_string("recvonly") for t in self.tracks],
             "receivers": [
                 {
-                    "id": self.id,
-                    "codec": {"codec_name": self.codec, "codec_type": "video"},
-                    "childs": [c.id for c in self.consumers],
-                    "bytes": self.bytes_recv,
-                    "packets": self.packets,
+                    "id": t.id,
+                    "codec": t.codec_json(),
+                    "childs": [
+                        c.sender_ids[t.kind]
+                        for c in self.consumers
+                        if t in c.tracks and t.kind in c.sender_ids
+                    ],
+                    "bytes": t.bytes_recv,
+                    "packets": t.packets,
                 }
+                for t in self.tracks
             ],
             "bytes_recv": self.bytes_recv,
         }
@@ -466,8 +750,14 @@ class Stream:
         if not await producer.start(DIAL_TIMEOUT_S) or producer.stopped:
             self.remove_consumer(consumer)
             return None
-        for media in producer.gop:  # a new consumer starts on the newest keyframe
-            consumer.put(media)
+        consumer.attach(producer.tracks)
+        if producer.gop:
+            # A new consumer starts on the newest keyframe. What reached its queue while it
+            # waited for the dial is in the cache too (or older): drop it, or it comes twice.
+            while not consumer.queue.empty():
+                consumer.queue.get_nowait()
+            for media in producer.gop:
+                consumer.put(media)
         return producer
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -515,10 +805,30 @@ def _webrtc_imports() -> Any:
     return aiortc, MediaStreamError, candidate_from_sdp
 
 
-def make_track(consumer: Consumer) -> Any:
+@functools.cache
+def h265_webrtc() -> bool:
+    """Teach aiortc H.265 with the integration's `register_h265` (once); False if unavailable.
+
+    Imported on the first H.265 viewer, not at start-up: the import pulls in Home Assistant
+    (~1.7 s of CPU), and the tests start many doubles that never see an H.265 camera. The
+    double runs as a script, so the repository root is not on sys.path by itself.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.append(root)
+    try:
+        from custom_components.lightnvr.engine.rtp_h265 import register_h265
+    except ImportError as err:
+        LOG(WRN, "webrtc", "no H.265 support", error=str(err))
+        return False
+    register_h265()
+    return True
+
+
+def make_track(consumer: Consumer, video: Track) -> Any:
     aiortc, media_stream_error, _ = _webrtc_imports()
 
-    class ProducerTrack(aiortc.MediaStreamTrack):  # type: ignore[misc,name-defined]
+    class ProducerTrack(aiortc.MediaStreamTrack):  # type: ignore[name-defined]
         kind = "video"
 
         def __init__(self) -> None:
@@ -532,19 +842,29 @@ def make_track(consumer: Consumer) -> Any:
                 if media is None:
                     self.stop()
                     raise media_stream_error
-                if not self._started and not media.keyframe:
+                if media.kind != "video" or (not self._started and not media.keyframe):
                     continue
                 self._started = True
                 stamp = media.rtp_time()
                 self._first = stamp if self._first is None else self._first
-                packet = av.Packet(media.data)
+                data = with_parameter_sets(media.data, video) if media.keyframe else media.data
+                packet = av.Packet(data)
                 packet.pts = max(0, stamp - self._first)
                 packet.time_base = Fraction(1, RTP_CLOCK)
-                consumer.bytes_send += len(media.data)
-                consumer.packets += 1
+                consumer.count("video", len(data))
                 return packet
 
     return ProducerTrack()
+
+
+def offered_video_codecs(offer_sdp: str) -> list[Any]:
+    """The codecs of the offer's first video m-line, in the viewer's order (aiortc's parser)."""
+    from aiortc.sdp import SessionDescription
+
+    for media in SessionDescription.parse(offer_sdp).media:
+        if media.kind == "video":
+            return list(media.rtp.codecs)
+    return []
 
 
 def split_candidates(sdp: str) -> tuple[str, list[str]]:
@@ -572,7 +892,7 @@ class WebRtcSession:
         self.double = double
         self.stream = stream
         self.pc = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=servers))
-        self.consumer = Consumer("webrtc", "udp", remote)
+        self.consumer = Consumer("webrtc", "udp", remote, kinds=("video",))  # video only
         self._early: list[str] = []
         self._mid = "0"
         self._remote_set = False
@@ -580,29 +900,56 @@ class WebRtcSession:
 
     async def answer(self, offer_sdp: str) -> str:
         aiortc, _, _ = _webrtc_imports()
-        if await self.stream.add_consumer(self.consumer) is None:
+        producer = await self.stream.add_consumer(self.consumer)
+        if producer is None:
             raise RuntimeError("streams: dial: source is offline")
         if "m=video " not in offer_sdp:
             raise RuntimeError("streams: codecs not matched")
-        # Like go2rtc: apply the offer, whatever order its m-lines have (HA's frontend offers
-        # audio first), then send the source's H.264 on the offer's video transceiver, narrowed
-        # to H.264 (+ RTX) so browsers listing VP8 first still get the source's codec.
+        video = producer.video
+        assert video is not None  # a producer opens only with video
+        # Like go2rtc: the source's codec is sent as it is, never transcoded. A viewer that does
+        # not offer it gets go2rtc's error, naming the codec it prefers.
+        mime = f"video/{video.rtp_name}".lower()
+        offered = offered_video_codecs(offer_sdp)
+        playable = [
+            c.mimeType.split("/", 1)[1].upper()
+            for c in offered
+            if c.mimeType.lower() not in ("video/rtx", "video/red", "video/ulpfec")
+        ]
+        mismatch = RuntimeError(
+            f"streams: codecs not matched: video:{video.rtp_name} => "
+            f"video:{playable[0] if playable else ''}"
+        )
+        if not any(c.mimeType.lower() == mime for c in offered):
+            raise mismatch
+        if video.codec == "h265" and not h265_webrtc():
+            raise mismatch
+        # Apply the offer, whatever order its m-lines have (HA's frontend offers audio first),
+        # then send the source's video on the offer's video transceiver, narrowed to its codec
+        # (+ RTX) so browsers listing VP8 first still get the source's codec.
         await self.pc.setRemoteDescription(aiortc.RTCSessionDescription(offer_sdp, "offer"))
-        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
-        if not video:
+        transceivers = [t for t in self.pc.getTransceivers() if t.kind == "video"]
+        if not transceivers:
             raise ValueError("the offer has no video")
-        transceiver = video[0]
-        transceiver.sender.replaceTrack(make_track(self.consumer))
+        transceiver = transceivers[0]
+        transceiver.sender.replaceTrack(make_track(self.consumer, video))
         transceiver.direction = "sendonly"
-        h264 = [c for c in transceiver._codecs if c.mimeType.lower() == "video/h264"][:1]
-        if not h264:
-            raise ValueError("the offer has no H.264")
+        chosen = [c for c in transceiver._codecs if c.mimeType.lower() == mime][:1]
+        if not chosen:
+            raise mismatch
+        if video.codec == "h265":
+            # aiortc would answer its own registered fmtp; echo the viewer's for that payload
+            # type (profile, tier, level), as an answer describing the offered format should.
+            same = [c for c in offered if c.payloadType == chosen[0].payloadType]
+            if same:
+                chosen[0].parameters = dict(same[0].parameters)
         rtx = [
             c
             for c in transceiver._codecs
-            if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == h264[0].payloadType
+            if c.mimeType.lower() == "video/rtx"
+            and c.parameters.get("apt") == chosen[0].payloadType
         ]
-        transceiver._codecs = h264 + rtx[:1]
+        transceiver._codecs = chosen + rtx[:1]
         for other in self.pc.getTransceivers():
             if other is not transceiver:
                 other.direction = "inactive"
@@ -654,7 +1001,8 @@ class RtspConnection:
         self.session_id = secrets.token_hex(8)
         self.stream: Stream | None = None
         self.consumer: Consumer | None = None
-        self.channel = 0
+        self.described: list[Track] = []  # DESCRIBE's m-lines; trackID=N is described[N]
+        self.channels: dict[str, int] = {}  # kind -> interleaved RTP channel, set by SETUP
         self.sender: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -737,14 +1085,25 @@ class RtspConnection:
             if "TCP" not in transport.upper():
                 self.reply(461, "Unsupported Transport", cseq)
                 return True
+            # One SETUP per track: the URL's trackID names the m-line, the client picks its
+            # channels (default: two per track in order, as RFC 2326 §10.12 suggests).
+            track_match = re.search(r"trackID=(\d+)", url)
+            index = int(track_match.group(1)) if track_match else 0
+            if index >= len(self.described):
+                self.reply(404, "Not Found", cseq)
+                await self.writer.drain()
+                return True
             match = re.search(r"interleaved=(\d+)", transport)
-            self.channel = int(match.group(1)) if match else 0
-            reply = f"RTP/AVP/TCP;unicast;interleaved={self.channel}-{self.channel + 1}"
+            channel = int(match.group(1)) if match else 2 * index
+            self.channels[self.described[index].kind] = channel
+            reply = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
             self.reply(200, "OK", cseq, {"Transport": reply, **session})
         elif method == "PLAY":
-            if self.consumer is None:
+            if self.consumer is None or not self.channels:
                 self.reply(455, "Method Not Valid in This State", cseq)
                 return True
+            # Only the tracks that were set up are sent (a client may take the video only).
+            self.consumer.attach([t for t in self.described if t.kind in self.channels])
             self.reply(200, "OK", cseq, {"Range": "npt=0.000-", **session})
             if self.sender is None:
                 self.sender = asyncio.create_task(self.send_rtp())
@@ -759,7 +1118,8 @@ class RtspConnection:
         return True
 
     async def describe(self, url: str, cseq: str) -> bool:
-        name = urlsplit(url).path.strip("/")
+        parts = urlsplit(url)
+        name = parts.path.strip("/")
         stream = self.double.streams.get(name)
         producer = None
         if stream is not None and self.consumer is None:
@@ -769,27 +1129,31 @@ class RtspConnection:
                 self.stream, self.consumer = stream, consumer
         elif stream is not None and self.stream is not None and self.stream.producer is not None:
             producer = self.stream.producer
-        if producer is None:
+        tracks = select_tracks(producer.tracks, parts.query) if producer is not None else []
+        if not tracks:
+            # Offline source, or nothing of what the query asks for ("codecs not matched").
+            if producer is not None and self.stream is not None and self.consumer is not None:
+                self.stream.remove_consumer(self.consumer)
+                self.stream, self.consumer = None, None
             LOG(WRN, "rtsp", "not found", stream=name)
             self.reply(404, "Not Found", cseq)
             await self.writer.drain()
             return True
+        assert self.consumer is not None
+        self.described = tracks
+        self.consumer.attach(tracks)
         host = self.writer.get_extra_info("sockname")
         base = f"rtsp://{host[0]}:{host[1]}/{name}/"
-        sdp = "\r\n".join(
-            [
-                "v=0",
-                "o=- 0 0 IN IP4 127.0.0.1",
-                f"s=go2rtc/{self.double.version}",
-                "c=IN IP4 0.0.0.0",
-                "t=0 0",
-                "m=video 0 RTP/AVP 96",
-                "a=rtpmap:96 H264/90000",
-                f"a=fmtp:96 {sdp_fmtp(producer.extradata)}",
-                "a=control:trackID=0",
-                "",
-            ]
-        ).encode()
+        lines = [
+            "v=0",
+            "o=- 0 0 IN IP4 127.0.0.1",
+            f"s=go2rtc/{self.double.version}",
+            "c=IN IP4 0.0.0.0",
+            "t=0 0",
+        ]
+        for index, track in enumerate(tracks):
+            lines += track.sdp(index)
+        sdp = ("\r\n".join(lines) + "\r\n").encode()
         headers = {"Content-Type": "application/sdp", "Content-Base": base}
         self.reply(200, "OK", cseq, headers, sdp)
         await self.writer.drain()
@@ -798,27 +1162,77 @@ class RtspConnection:
     async def send_rtp(self) -> None:
         assert self.consumer is not None
         consumer = self.consumer
-        seq = secrets.randbelow(0x10000)
-        ssrc = secrets.randbelow(0xFFFFFFFF)
-        started = False
+        senders = {
+            t.kind: RtpSender(t, self.channels[t.kind])
+            for t in self.described
+            if t.kind in self.channels
+        }
+        # With video, everything starts at a keyframe (a decoder cannot start elsewhere); an
+        # audio-only session starts at once.
+        started = "video" not in senders
         while (media := await consumer.queue.get()) is not None:
-            if not started and not media.keyframe:
+            sender = senders.get(media.kind)
+            if sender is None:
+                continue
+            if not started and not (media.kind == "video" and media.keyframe):
                 continue
             started = True
-            stamp = media.rtp_time() & 0xFFFFFFFF
-            payloads = packetize(media.data)
-            out = bytearray()
-            for index, payload in enumerate(payloads):
-                marker = 0x80 if index == len(payloads) - 1 else 0
-                packet = struct.pack("!BBHII", 0x80, marker | 96, seq, stamp, ssrc) + payload
-                out += b"$" + bytes([self.channel]) + len(packet).to_bytes(2, "big") + packet
-                seq = (seq + 1) & 0xFFFF
-            consumer.bytes_send += len(out)
-            consumer.packets += 1
-            self.writer.write(bytes(out))
+            out = sender.frames(media)
+            consumer.count(media.kind, len(out))
+            self.writer.write(out)
             await self.writer.drain()
         # The producer went away: end the session so the client reconnects.
         self.writer.close()
+
+
+def select_tracks(tracks: list[Track], query: str) -> list[Track]:
+    """go2rtc's track choice from the RTSP URL's query (contract §5).
+
+    No `video`/`audio` parameter: every track (go2rtc's default_query "video&audio"). Else one
+    track per kind named; its value is a codec list (h264,h265,aac,pcma,…), where empty,
+    `copy` or `all` mean any codec.
+    """
+    params = parse_qs(query, keep_blank_values=True)
+    if "video" not in params and "audio" not in params:
+        return list(tracks)
+    chosen = []
+    for track in tracks:
+        if track.kind not in params:
+            continue
+        wanted = {c for value in params[track.kind] for c in value.lower().split(",") if c}
+        if not wanted or wanted & {"copy", "all"} or track.codec in wanted:
+            chosen.append(track)
+    return chosen
+
+
+@dataclass(slots=True)
+class RtpSender:
+    """One track's RTP in an RTSP session: its channel, sequence numbers and SSRC."""
+
+    track: Track
+    channel: int
+    seq: int = field(default_factory=lambda: secrets.randbelow(0x10000))
+    ssrc: int = field(default_factory=lambda: secrets.randbelow(0xFFFFFFFF))
+
+    def frames(self, media: Media) -> bytes:
+        """One media packet as interleaved RTP frames (`$`, channel, 16-bit length, packet)."""
+        track = self.track
+        # Timestamps in the track's own clock: 90 kHz video, the sample rate for audio.
+        stamp = media.rtp_time(track.clock_rate) & 0xFFFFFFFF
+        payloads = track.payloads(media.data)
+        # The marker ends a video access unit (RFC 6184/7798) or an AAC AU (RFC 3640, one per
+        # packet); G.711 sets it only after silence (RFC 3551), which a camera never has.
+        marks = track.kind == "video" or track.codec == "aac"
+        out = bytearray()
+        for index, payload in enumerate(payloads):
+            marker = 0x80 if marks and index == len(payloads) - 1 else 0
+            header = struct.pack(
+                "!BBHII", 0x80, marker | track.payload_type, self.seq, stamp, self.ssrc
+            )
+            packet = header + payload
+            out += b"$" + bytes([self.channel]) + len(packet).to_bytes(2, "big") + packet
+            self.seq = (self.seq + 1) & 0xFFFF
+        return bytes(out)
 
 
 # ----- the HTTP API --------------------------------------------------------------------------
@@ -939,7 +1353,7 @@ class Double:
         except (OSError, yaml.YAMLError) as err:
             return str(err)
         data = data if isinstance(data, dict) else {}
-        streams = data.get("streams") if isinstance(data.get("streams"), dict) else {}
+        streams: dict[str, Any] = data["streams"] if isinstance(data.get("streams"), dict) else {}
         if sources is None:
             streams.pop(name, None)
         else:
@@ -1046,7 +1460,7 @@ class Double:
         stream = self.streams.get(name)
         if stream is None:
             return web.Response(status=404, text="stream not found")
-        consumer = Consumer("mjpeg", "http", request.remote or "")
+        consumer = Consumer("mjpeg", "http", request.remote or "", kinds=("video",))
         producer = await stream.add_consumer(consumer)
         empty = web.Response(status=200, body=b"", content_type="image/jpeg")
         if producer is None:
@@ -1071,7 +1485,7 @@ class Double:
         height = int(request.query.get("height") or request.query.get("h") or 0)
         try:
             jpeg = await self.loop.run_in_executor(
-                None, to_jpeg, keyframe, producer.extradata, width, height
+                None, to_jpeg, keyframe, producer.video, width, height
             )
         except Exception as err:
             return web.Response(status=500, text=f"ffmpeg: {err}")
@@ -1135,13 +1549,13 @@ class Double:
         return ws
 
 
-def to_jpeg(keyframe: Media, extradata: bytes | None, width: int, height: int) -> bytes:
+def to_jpeg(keyframe: Media, video: Track | None, width: int, height: int) -> bytes:
     """Decode one keyframe to JPEG (go2rtc runs ffmpeg for this)."""
     import io
 
-    decoder: Any = av.CodecContext.create("h264", "r")
-    if extradata:
-        decoder.extradata = extradata
+    decoder: Any = av.CodecContext.create("hevc" if keyframe.codec == "h265" else "h264", "r")
+    if video is not None and video.extradata:
+        decoder.extradata = video.extradata
     frames = list(decoder.decode(av.Packet(keyframe.data)))
     frames += decoder.decode(None)
     if not frames:

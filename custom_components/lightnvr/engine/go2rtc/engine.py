@@ -47,6 +47,7 @@ from webrtc_models import RTCIceCandidateInit, RTCIceServer
 from ...const import DOMAIN
 from ...hub import StreamHub
 from ...models import CameraConfig, ViewerLimits
+from ...reachability import camera_address
 from ...source import CameraSource
 from ..base import StreamEngine
 from ..snapshot import SnapshotError, keyframe_to_jpeg, target_size
@@ -81,7 +82,6 @@ STREAM_PREFIX = "lightnvr_"
 RESTREAM_BACKOFF_MAX = 5.0
 SNAPSHOT_TIMEOUT = 8.0
 PROBE_PING_TIMEOUT = 2.0
-DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 GO2RTC_RTSP_PORT = 8554
 
 
@@ -545,13 +545,12 @@ class Go2RtcEngine:
         )
         if camera is None:
             return False
-        parts = urlsplit(camera.source.url)
-        if not parts.hostname:
+        address = camera_address(camera.source.url)
+        if address is None:
             return False
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 554)
         try:
             async with asyncio.timeout(time_limit):
-                _, writer = await asyncio.open_connection(parts.hostname, port)
+                _, writer = await asyncio.open_connection(*address)
         except (OSError, TimeoutError):
             return False
         writer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -9,27 +10,38 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 
-from .const import (
-    CONF_GO2RTC_URL,
-    CONF_OBJECT_API_KEY,
-    CONF_OBJECT_URL,
-    CONF_STREAM_URL,
-    CONF_SUBSTREAM_URL,
-)
+from .const import CONF_OBJECT_API_KEY
 from .engine.go2rtc import Go2RtcEngine
 from .runtime import LightNvrConfigEntry
-from .source import redact_url
+from .source import Redactor
 
 TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, CONF_OBJECT_API_KEY}
-URL_KEYS = (CONF_STREAM_URL, CONF_SUBSTREAM_URL, CONF_GO2RTC_URL, CONF_OBJECT_URL)
+# Values hidden wherever they show up, not only under their own key (usernames are no secret).
+SECRET_KEYS = (CONF_PASSWORD, CONF_OBJECT_API_KEY)
 
 
 def _redact(data: Any) -> dict[str, Any]:
-    redacted = async_redact_data(dict(data), TO_REDACT)
-    for key in URL_KEYS:
-        if isinstance(redacted.get(key), str):
-            redacted[key] = redact_url(redacted[key])
-    return redacted
+    return async_redact_data(dict(data), TO_REDACT)
+
+
+def _redactor(entry: LightNvrConfigEntry) -> Redactor:
+    """Return a Redactor that knows every password and key of the hub and its cameras."""
+    redactor = Redactor()
+    settings = (entry.data, entry.options, *(sub.data for sub in entry.subentries.values()))
+    for data in settings:
+        redactor.add(*(value for key in SECRET_KEYS if isinstance(value := data.get(key), str)))
+    return redactor
+
+
+def _scrub(value: Any, redact: Redactor) -> Any:
+    """Redact every string of a diagnostics tree (dict keys are our own names and ids)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: _scrub(item, redact) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item, redact) for item in value]
+    return value
 
 
 async def async_get_config_entry_diagnostics(
@@ -71,7 +83,9 @@ async def async_get_config_entry_diagnostics(
         if (pipeline := runtime.detection.get(camera_id)) is not None:
             camera["detection"] = asdict(pipeline.stats())
         cameras[camera_id] = camera
-    return {
+    # Every string goes through the one redaction, URLs in settings as much as error texts
+    # (recorder, go2rtc and detection errors may quote a URL or an answer that holds a secret).
+    diagnostics = {
         "entry": {"data": _redact(entry.data), "options": _redact(entry.options)},
         "engine": {
             "name": engine.name,
@@ -85,3 +99,4 @@ async def async_get_config_entry_diagnostics(
             if key != "path"  # a path of this machine says nothing useful and may say too much
         },
     }
+    return _scrub(diagnostics, _redactor(entry))

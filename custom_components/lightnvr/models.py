@@ -56,7 +56,7 @@ from .const import (
     DEFAULT_SEGMENT_SECONDS,
 )
 from .detection import Box
-from .source import CameraSource
+from .source import CameraSource, redacted_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +150,10 @@ class HubOptions:
     go2rtc_webrtc_port: int | None = None
     go2rtc_candidates: tuple[str, ...] = ()
     viewer_limits: ViewerLimits = field(default_factory=ViewerLimits)
+
+    def __repr__(self) -> str:
+        """Return a repr fit for logs: the go2rtc and detection server URLs may hold logins."""
+        return redacted_repr(self)
 
     @classmethod
     def from_entry(cls, data: Mapping[str, Any], options: Mapping[str, Any]) -> HubOptions:

@@ -36,6 +36,7 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.util import dt as dt_util
 
 from ..hub import StreamHub
+from ..source import redacted_repr
 from . import Box
 from .frames import DEFAULT_FPS, DEFAULT_WIDTH, DetectionFrame, FrameSource, JpegImage
 from .motion import MotionDetector, MotionOptions, MotionResult
@@ -80,6 +81,10 @@ class DetectionOptions:
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
     server_down_after: float = 60.0  # failing this long raises the repair issue
+
+    def __repr__(self) -> str:
+        """Return a repr fit for logs: the server URL may hold a login or a key."""
+        return redacted_repr(self)
 
     def motion_options(self) -> MotionOptions:
         """Return the motion detector's options."""

@@ -32,7 +32,7 @@ query values.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import hashlib
 from http import HTTPStatus
 import json
@@ -47,7 +47,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 
 from ..const import DOMAIN
-from ..source import redact_url
+from ..source import redact_url, redacted_repr
 from . import Box
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,13 +93,17 @@ class RemoteOptions:
     """Where and how to ask for objects."""
 
     url: str  # base URL (http://host:port) or the full detection endpoint
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     min_confidence: float = 0.6
     labels: tuple[str, ...] = ()  # wanted labels; empty means every label
     timeout: float = 10.0  # seconds per request
     backoff_initial: float = 2.0  # seconds before the first retry after a failure
     backoff_max: float = 60.0
     down_after: float = 60.0  # failing this long (and at least twice) raises the repair issue
+
+    def __repr__(self) -> str:
+        """Return the options without the key, the URL redacted."""
+        return redacted_repr(self)
 
 
 def endpoint_url(url: str) -> str:
@@ -113,8 +117,8 @@ def endpoint_url(url: str) -> str:
 def display_url(url: str) -> str:
     """Return `url` fit for logs and the repair issue: no user info, no query values, no fragment.
 
-    `source.redact_url` hides user info only; a key written into the query (`?api_key=...`) must
-    not be shown either.
+    Stricter than `source.redact_url` (which hides secret-looking parameters only): a detection
+    server's query holds nothing a user needs to see in a repair issue.
     """
     url = redact_url(url)
     try:

@@ -10,18 +10,17 @@ hung go2rtc quickly. Every message we log or raise goes through a Redactor first
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 import json
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from go2rtc_client.ws import Go2RtcWsClient
 
-from ...source import redact_url
+from ...source import Redactor, redact_url, url_secrets
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -32,29 +31,6 @@ FRAME_TIMEOUT = 10.0
 
 class Go2RtcApiError(Exception):
     """A go2rtc API call failed (the message is already redacted)."""
-
-
-class Redactor:
-    """Removes credentials from text: URL userinfo, and every known secret value."""
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        """Start with some secrets."""
-        self._secrets: set[str] = set()
-        self.add(*secrets)
-
-    def add(self, *secrets: str | None) -> None:
-        """Remember more secrets (short values are ignored: they would redact ordinary text)."""
-        for secret in secrets:
-            if secret and len(secret) >= 4:
-                self._secrets.add(secret)
-                self._secrets.add(quote(secret, safe=""))
-
-    def __call__(self, text: str) -> str:
-        """Return `text` without credentials."""
-        text = redact_url(text)
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +153,7 @@ class Go2RtcClient:
 
     async def async_add_stream(self, name: str, source: str) -> None:
         """PUT /api/streams: create or replace a stream (go2rtc also saves it in its config)."""
-        self.redact.add(*_url_secrets(source))
+        self.redact.add(*url_secrets(source))
         try:
             await self._request("PUT", "/api/streams", params={"name": name, "src": source})
         except Go2RtcApiError as err:
@@ -214,12 +190,3 @@ class Go2RtcClient:
             return json.loads(body)
         except ValueError as err:
             raise Go2RtcApiError(f"GET {path}: not JSON") from err
-
-
-def _url_secrets(url: str) -> list[str]:
-    """Return the password of a URL's userinfo (to redact it wherever it shows up)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    return [unquote(parts.password)] if parts.password else []

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from ...source import redacted_repr
+
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_FILE = "go2rtc.yaml"
@@ -64,7 +66,7 @@ class IceServer:
 
     urls: tuple[str, ...]
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = field(default=None, repr=False)  # a TURN password
 
     def to_go2rtc(self) -> dict[str, Any]:
         """Return go2rtc's shape (`urls` always a list)."""
@@ -101,9 +103,9 @@ class PersistedState:
     rtsp_port: int = 0
     webrtc_port: int = 0
     api_username: str = ""
-    api_password: str = ""
+    api_password: str = field(default="", repr=False)
     rtsp_username: str = ""
-    rtsp_password: str = ""
+    rtsp_password: str = field(default="", repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PersistedState:
@@ -126,11 +128,15 @@ class Go2RtcConfig:
     webrtc_port: int
     api_socket: Path | None
     api_username: str
-    api_password: str
+    api_password: str = field(repr=False)
     rtsp_username: str
-    rtsp_password: str
+    rtsp_password: str = field(repr=False)
     version: tuple[int, int, int]
-    streams: dict[str, str] = field(default_factory=dict)
+    streams: dict[str, str] = field(default_factory=dict)  # source URLs, credentials included
+
+    def __repr__(self) -> str:
+        """Return a repr fit for logs: no passwords, and the stream sources redacted."""
+        return redacted_repr(self)
 
     @property
     def api_url(self) -> str:

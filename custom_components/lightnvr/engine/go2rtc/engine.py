@@ -48,13 +48,13 @@ from ...const import DOMAIN
 from ...hub import StreamHub
 from ...models import CameraConfig, ViewerLimits
 from ...reachability import camera_address
-from ...source import CameraSource
+from ...source import CameraSource, Redactor, url_secrets
 from ..base import StreamEngine
 from ..snapshot import SnapshotError, keyframe_to_jpeg, target_size
 from ..viewers import LocalViewers, plays_as_is
 from ..webrtc import offered_codecs
 from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
-from .client import Go2RtcApiError, Go2RtcClient, Redactor, StreamStatus
+from .client import Go2RtcApiError, Go2RtcClient, StreamStatus
 from .config import CONFIG_FILE, Go2RtcConfig, Go2RtcSettings, write_config
 from .health import (
     ISSUE_PORT_IN_USE,
@@ -394,7 +394,7 @@ class Go2RtcEngine:
         name = stream_name(camera.camera_id)
         self._cameras[camera.camera_id] = camera
         self._names[camera.camera_id] = name
-        self._redact.add(camera.source.password)
+        self._redact.add(camera.source.password, *url_secrets(camera.source.url))
         if self._client is not None:
             try:
                 await self._async_register_camera(camera.camera_id)
@@ -436,7 +436,11 @@ class Go2RtcEngine:
                 try:
                     await self._client.async_remove_stream(name, self._timings.request_timeout)
                 except Go2RtcApiError as err:
-                    _LOGGER.debug("Cannot remove stream of %s from go2rtc: %s", camera, err)
+                    _LOGGER.debug(
+                        "Cannot remove stream of %s from go2rtc: %s",
+                        camera.name if camera is not None else camera_id,
+                        err,
+                    )
         if hub is not None:
             await hub.async_stop()
         if substream is not None:

@@ -35,6 +35,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 
 from ...const import DOMAIN
+from ...source import redact_url
 from .client import StreamStatus
 from .process import Go2RtcPortInUseError, Go2RtcProcessError
 
@@ -211,6 +212,9 @@ class Go2RtcWatchdog:
 
     def update(self, **changes: object) -> None:
         """Change the health state and tell listeners if anything changed."""
+        # `last_error` becomes a state attribute every user can read: no URL login may get there.
+        if isinstance(error := changes.get("last_error"), str):
+            changes["last_error"] = redact_url(error)
         new = replace(self._health, **changes)  # type: ignore[arg-type]
         if new != self._health:
             self._health = new
@@ -372,7 +376,7 @@ class Go2RtcWatchdog:
         try:
             await self._target.async_register(name)
         except Exception as err:  # noqa: BLE001 - logged; the next round tries again
-            _LOGGER.warning("Cannot register stream %s with go2rtc: %s", name, err)
+            _LOGGER.warning("Cannot register stream %s with go2rtc: %s", name, redact_url(str(err)))
 
     # ----- recovery ---------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ import re
 import signal
 import time
 
+from ...source import redact_url
+
 _LOGGER = logging.getLogger(__name__)
 
 LOG_LINES = 500
@@ -134,7 +136,8 @@ class Go2RtcProcess:
         config_path: Path,
         *,
         ready_probe: ReadyProbe,
-        redact: Callable[[str], str] = str,
+        # go2rtc logs source URLs, credentials included: never keep its lines unredacted.
+        redact: Callable[[str], str] = redact_url,
         ready_timeout: float = READY_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
         listeners: tuple[str, ...] = ("api", "rtsp"),

@@ -54,7 +54,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         engine = await async_create_engine(hass, options)
     except EngineUnavailableError as err:
         # Shown on the integration's card; an external go2rtc's URL may carry a login.
-        raise ConfigEntryError(redact_url(str(err))) from err
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="engine_unavailable",
+            translation_placeholders={"error": redact_url(str(err))},
+        ) from err
     recorder = RecorderManager(
         hass,
         options,
@@ -69,7 +73,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
     try:
         await engine.async_start()
     except Go2RtcStartError as err:  # port taken, not ready in time: HA retries with back-off
-        raise ConfigEntryNotReady(redact_url(f"go2rtc did not start: {err}")) from err
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="go2rtc_not_started",
+            translation_placeholders={"error": redact_url(str(err))},
+        ) from err
     try:
         await recorder.async_start()
         await clips.async_start()

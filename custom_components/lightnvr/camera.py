@@ -104,10 +104,16 @@ class LightNvrCamera(LightNvrCameraEntity, Camera):
         try:
             path = await clips.async_save_clip(self._camera.camera_id, duration, pre_roll)
         except (ValueError, ClipBusyError) as err:
-            raise ServiceValidationError(str(err)) from err
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="clip_refused",
+                translation_placeholders={"error": str(err)},
+            ) from err
         except ClipError as err:
             raise HomeAssistantError(
-                f"Could not save a clip of {self._camera.name}: {err}"
+                translation_domain=DOMAIN,
+                translation_key="clip_failed",
+                translation_placeholders={"camera": self._camera.name, "error": str(err)},
             ) from err
         return {"media_content_id": f"media-source://{DOMAIN}/{clips.relative(path)}"}
 

@@ -99,4 +99,5 @@ async def async_get_config_entry_diagnostics(
             if key != "path"  # a path of this machine says nothing useful and may say too much
         },
     }
-    return _scrub(diagnostics, _redactor(entry))
+    scrubbed: dict[str, Any] = _scrub(diagnostics, _redactor(entry))
+    return scrubbed

@@ -355,7 +355,7 @@ def h265_codec_preferences() -> list[RTCRtpCodecCapability]:
     Registers H.265 first if needed.
     """
     register_h265()
-    codecs = RTCRtpSender.getCapabilities("video").codecs
+    codecs = RTCRtpSender.getCapabilities("video").codecs  # type: ignore[no-untyped-call]
     return [c for c in codecs if _is_h265(c)] + [c for c in codecs if _is_rtx(c)]
 
 

@@ -206,7 +206,7 @@ class AudioToAac:
         time_base = fraction(frame.time_base) or packet.time_base
         if pts is None:
             return None
-        return round(pts * time_base * self.sample_rate)
+        return round(int(pts) * time_base * self.sample_rate)
 
     def _encode(self, packet: MediaPacket) -> list[MediaPacket]:
         out: list[MediaPacket] = []

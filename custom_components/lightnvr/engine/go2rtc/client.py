@@ -144,7 +144,10 @@ class Go2RtcClient:
     async def async_info(self, time_limit: float = REQUEST_TIMEOUT) -> dict[str, Any]:
         """GET /api: version, RTSP listener, config path."""
         _, body = await self._request("GET", "/api", time_limit=time_limit)
-        return self._json(body, "/api")
+        info = self._json(body, "/api")
+        if not isinstance(info, dict):
+            raise Go2RtcApiError("GET /api: not a JSON object")
+        return info
 
     async def async_streams(self, time_limit: float = REQUEST_TIMEOUT) -> dict[str, StreamStatus]:
         """GET /api/streams, parsed."""

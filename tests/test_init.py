@@ -164,3 +164,61 @@ async def test_adding_a_camera_leaves_the_others_running(
     assert device is not None
     assert device.name == "Car port"
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_stream_sensor_follows_the_camera(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """`binary_sensor.<camera>_stream` is on while video comes, off (not unavailable) without."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"), record=False)],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    hub = entry.runtime_data.engine.hub(next(iter(entry.subentries)))
+    await rtsp_camera.async_wait_for(lambda: hub.available, timeout=20)
+    await hass.async_block_till_done()
+    sensor = er.async_get(hass).async_get("binary_sensor.garden_stream")
+    assert sensor is not None
+    assert sensor.entity_category is er.EntityCategory.DIAGNOSTIC
+    assert hass.states.get("binary_sensor.garden_stream").state == "on"
+    await hass.async_add_executor_job(rtsp_camera.stop)
+    await rtsp_camera.async_wait_for(lambda: not hub.available, timeout=20)
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.garden_stream").state == "off"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_entities_no_longer_provided_leave_the_registry(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """Another engine, detection switched off: their entities do not stay behind."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[
+            camera_subentry("Garden", rtsp_camera.url("cam"), record=False, detect_motion=True)
+        ],
+    )
+    entry.add_to_hass(hass)
+    registry = er.async_get(hass)
+    # Left by an earlier go2rtc engine: the built-in engine has no go2rtc health sensor.
+    leftover = registry.async_get_or_create(
+        "binary_sensor", DOMAIN, f"{entry.entry_id}_engine_problem", config_entry=entry
+    )
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert registry.async_get(leftover.entity_id) is None
+    assert registry.async_get("binary_sensor.garden_motion") is not None
+
+    garden = next(iter(entry.subentries.values()))
+    hass.config_entries.async_update_subentry(
+        entry, garden, data={**garden.data, "detect_motion": False}
+    )
+    await hass.async_block_till_done()
+    assert registry.async_get("binary_sensor.garden_motion") is None
+    assert registry.async_get("binary_sensor.garden_stream") is not None
+    assert registry.async_get("camera.garden") is not None
+    assert await hass.config_entries.async_unload(entry.entry_id)

@@ -13,6 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
+from .entity import async_remove_stale_entities
 from .hls import async_register_hls_views
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipManager
@@ -98,6 +99,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         "LightNVR started with the %s engine and %d camera(s)", engine.name, len(runtime.cameras)
     )
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    if removed := async_remove_stale_entities(hass, entry.entry_id):
+        _LOGGER.debug("Removed entities LightNVR no longer provides: %s", ", ".join(removed))
     return True
 
 

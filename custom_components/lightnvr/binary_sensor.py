@@ -1,4 +1,4 @@
-"""Binary sensors of a camera: motion, and one per object label of the detection server."""
+"""Binary sensors: a camera's stream (connectivity), motion, object labels; go2rtc's health."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from typing import Any
 from homeassistant.components.binary_sensor import BinarySensorDeviceClass, BinarySensorEntity
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .detection.events import box_dict
 from .detection.pipeline import DetectionPipeline, LabelUpdate
 from .engine.go2rtc import Go2RtcEngine
-from .entity import LightNvrCameraEntity
+from .entity import LightNvrCameraEntity, async_remove_stale_entities
 from .models import CameraConfig
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 from .sensor import hub_device_info
+
+# Entities only read in-memory state and push their updates: no limit needed.
+PARALLEL_UPDATES = 0
 
 
 async def async_setup_entry(
@@ -23,24 +27,59 @@ async def async_setup_entry(
     entry: LightNvrConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add motion and object sensors for every camera with detection."""
+    """Add a stream sensor per camera, motion and object sensors where detection runs."""
     runtime = entry.runtime_data
     if isinstance(runtime.engine, Go2RtcEngine):
         async_add_entities([EngineProblemSensor(runtime.engine, entry)])
 
     def add_camera(camera: CameraConfig) -> None:
+        entities: list[BinarySensorEntity] = [StreamSensor(runtime, camera)]
         pipeline = runtime.detection.get(camera.camera_id)
-        if pipeline is None:
-            return
-        entities: list[BinarySensorEntity] = [MotionSensor(runtime, camera, pipeline)]
-        entities += [
-            ObjectSensor(runtime, camera, pipeline, label) for label in runtime.object_labels
-        ]
+        if pipeline is not None:
+            entities.append(MotionSensor(runtime, camera, pipeline))
+            entities += [
+                ObjectSensor(runtime, camera, pipeline, label) for label in runtime.object_labels
+            ]
+        wanted = {entity.unique_id for entity in entities}
+        prefixes = (f"{camera.camera_id}_motion", f"{camera.camera_id}_object_")
+
+        def stale(entity: er.RegistryEntry) -> bool:
+            # Detection switched off, or a label no longer on the list, for this camera.
+            return entity.unique_id.startswith(prefixes) and entity.unique_id not in wanted
+
+        async_remove_stale_entities(hass, entry.entry_id, stale=stale)
         async_add_entities(entities, config_subentry_id=camera.camera_id)
 
     runtime.entity_factories.append(add_camera)
     for camera in runtime.cameras.values():
         add_camera(camera)
+
+
+class StreamSensor(LightNvrCameraEntity, BinarySensorEntity):
+    """`binary_sensor.<camera>_stream`: on while LightNVR gets video from the camera.
+
+    Always available (it says whether the camera is); how often it reconnected and why it
+    failed last are in the camera's diagnostics.
+    """
+
+    _attr_device_class = BinarySensorDeviceClass.CONNECTIVITY
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_translation_key = "stream"
+
+    def __init__(self, runtime: LightNvrRuntime, camera: CameraConfig) -> None:
+        """Create the sensor."""
+        super().__init__(runtime, camera)
+        self._attr_unique_id = f"{camera.camera_id}_stream"
+
+    @property
+    def available(self) -> bool:
+        """Always: this sensor reports the connection itself."""
+        return True
+
+    @property
+    def is_on(self) -> bool:
+        """Return True while the camera's hub receives video."""
+        return self._hub.available
 
 
 class _DetectionSensor(LightNvrCameraEntity, BinarySensorEntity):

@@ -18,6 +18,9 @@ from .models import CameraConfig
 from .recorder.clips import ClipBusyError, ClipError
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
+# Entities read in-memory state (no I/O per update): no limit needed.
+PARALLEL_UPDATES = 0
+
 SERVICE_SAVE_CLIP = "save_clip"
 ATTR_DURATION = "duration"
 ATTR_PRE_ROLL = "pre_roll"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import async_get_platforms
 
 from .const import DOMAIN, MANUFACTURER
 from .hub import StreamHub
@@ -48,3 +53,32 @@ class LightNvrCameraEntity(Entity):
 
     async def _async_removed(self) -> None:
         await self.async_remove(force_remove=True)
+
+
+@callback
+def async_remove_stale_entities(
+    hass: HomeAssistant, entry_id: str, *, stale: Callable[[er.RegistryEntry], bool] | None = None
+) -> list[str]:
+    """Remove registry entries of this hub that no entity provides any more; return their ids.
+
+    Entities the integration stops creating (another engine, detection switched off, a label
+    taken off the list) would otherwise stay in the registry as "unavailable" forever. Without
+    `stale`, every entry no loaded entity provides goes: call it once the platforms have added
+    their entities. With `stale`, only entries it picks go (a platform cleaning up after a
+    camera change, before its new entities exist). Entries the user disabled are left alone.
+    """
+    registry = er.async_get(hass)
+    provided = {
+        entity_id
+        for platform in async_get_platforms(hass, DOMAIN)
+        if platform.config_entry is not None and platform.config_entry.entry_id == entry_id
+        for entity_id in platform.entities
+    }
+    removed = []
+    for entity in er.async_entries_for_config_entry(registry, entry_id):
+        if entity.disabled_by is not None or entity.entity_id in provided:
+            continue
+        if stale is None or stale(entity):
+            registry.async_remove(entity.entity_id)
+            removed.append(entity.entity_id)
+    return removed

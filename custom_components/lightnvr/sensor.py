@@ -25,6 +25,9 @@ from .models import CameraConfig
 from .recorder.manager import RecorderManager, StorageStatus
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
+# Entities read in-memory state (no I/O per update): no limit needed.
+PARALLEL_UPDATES = 0
+
 
 @dataclass(frozen=True, kw_only=True)
 class StorageSensorDescription(SensorEntityDescription):

@@ -15,6 +15,9 @@ from .entity import LightNvrCameraEntity
 from .models import CameraConfig
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
+# Entities read in-memory state (no I/O per update): no limit needed.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,

@@ -23,13 +23,16 @@ from custom_components.lightnvr.const import (
     CONF_RETENTION_DAYS,
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
+    CONF_SUBSTREAM_PASSWORD,
     CONF_SUBSTREAM_URL,
+    CONF_SUBSTREAM_USERNAME,
     DOMAIN,
     ENGINE_AUTO,
     ENGINE_EMBEDDED,
     ENGINE_GO2RTC,
     SUBENTRY_CAMERA,
 )
+from custom_components.lightnvr.models import CameraConfig
 
 from .conftest import CAMERA_PASSWORD, CAMERA_USER, camera_subentry, hub_entry_data
 from .infra.rtsp import RtspServer
@@ -70,6 +73,8 @@ async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_pat
         "event_clips": True,
         "event_retention_days": 30,
         "go2rtc_webrtc_lan": True,
+        "max_viewers_per_camera": 10,
+        "max_viewers": 50,
     }
     assert storage.is_dir()
     await hass.async_block_till_done()
@@ -131,12 +136,15 @@ async def test_options_flow_changes_settings_and_reloads(
             "object_url": "http://127.0.0.1:32168",
             "object_api_key": "k1",
             "object_labels": ["Person", "car", " "],
+            "max_viewers_per_camera": 3,
+            "max_viewers": 12,
         },
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     options = entry.runtime_data.options
+    assert (options.viewer_limits.per_camera, options.viewer_limits.total) == (3, 12)
     assert options.storage_path == tmp_path / "b"
     assert options.retention_days == 14
     assert options.object_labels == ("car", "person")
@@ -422,3 +430,75 @@ async def test_add_camera_invalid_zones(
     assert hub.runtime_data.detection[camera.camera_id].options.keyframes_only
     assert hass.states.get("binary_sensor.porch_motion") is not None
     assert hass.states.get("switch.porch_detection") is not None
+
+
+async def test_reconfigure_to_another_host_asks_for_the_password(
+    hass: HomeAssistant, setup_camera: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """A stored password is kept for its own host only, never sent to a new address."""
+    subentry = next(iter(setup_camera.subentries.values()))
+    result = await hass.config_entries.subentries.async_init(
+        (setup_camera.entry_id, SUBENTRY_CAMERA),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    other_address = rtsp_camera.url("cam")  # the server's other port: another address
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], _camera_input(other_address, **{CONF_USERNAME: CAMERA_USER})
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_PASSWORD: "password_required"}
+    assert setup_camera.subentries[subentry.subentry_id].data[CONF_PASSWORD] == CAMERA_PASSWORD
+
+
+async def test_substream_keeps_its_own_login(
+    hass: HomeAssistant, hub: MockConfigEntry, rtsp_camera: RtspServer
+) -> None:
+    """A login typed into the sub-stream URL is its own; the main one goes to its host only."""
+    main = rtsp_camera.auth_url("cam", credentials=False)
+    sub_with_login = main.replace("rtsp://", "rtsp://subuser:sub%40pass@") + "?sub"
+    result = await _camera_flow(
+        hass,
+        hub,
+        _camera_input(
+            main,
+            **{
+                CONF_USERNAME: CAMERA_USER,
+                CONF_PASSWORD: CAMERA_PASSWORD,
+                CONF_SUBSTREAM_URL: sub_with_login,
+            },
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    subentry = next(iter(hub.subentries.values()))
+    assert subentry.data[CONF_SUBSTREAM_URL] == main + "?sub"  # stored without its login
+    assert subentry.data[CONF_SUBSTREAM_USERNAME] == "subuser"
+    assert subentry.data[CONF_SUBSTREAM_PASSWORD] == "sub@pass"
+    camera = CameraConfig.from_subentry(subentry.subentry_id, subentry.data)
+    assert camera.substream is not None
+    assert (camera.substream.username, camera.substream.password) == ("subuser", "sub@pass")
+
+    # No login of its own: the camera's for the same host, none for another host.
+    same_host = CameraConfig.from_subentry(
+        "a",
+        {
+            **_camera_input(main),
+            CONF_USERNAME: "u",
+            CONF_PASSWORD: "p",
+            CONF_SUBSTREAM_URL: main + "?sub",
+        },
+    )
+    assert same_host.substream is not None
+    assert same_host.substream.password == "p"
+    elsewhere = CameraConfig.from_subentry(
+        "b",
+        {
+            **_camera_input(main),
+            CONF_USERNAME: "u",
+            CONF_PASSWORD: "p",
+            CONF_SUBSTREAM_URL: "rtsp://nvr.example:554/sub",
+        },
+    )
+    assert elsewhere.substream is not None
+    assert (elsewhere.substream.username, elsewhere.substream.password) == (None, None)
+    assert "p@" not in elsewhere.substream.connect_url()

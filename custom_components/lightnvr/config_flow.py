@@ -39,6 +39,8 @@ from .const import (
     CONF_GO2RTC_WEBRTC_LAN,
     CONF_GO2RTC_WEBRTC_PORT,
     CONF_MAX_STORAGE_GB,
+    CONF_MAX_VIEWERS,
+    CONF_MAX_VIEWERS_PER_CAMERA,
     CONF_MIN_FREE_GB,
     CONF_MOTION_MIN_AREA,
     CONF_MOTION_OFF_DELAY,
@@ -53,11 +55,15 @@ from .const import (
     CONF_SEGMENT_SECONDS,
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
+    CONF_SUBSTREAM_PASSWORD,
     CONF_SUBSTREAM_URL,
+    CONF_SUBSTREAM_USERNAME,
     CONF_TRANSCODE_FULL_SIZE,
     DEFAULT_ENGINE,
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_MAX_STORAGE_GB,
+    DEFAULT_MAX_VIEWERS,
+    DEFAULT_MAX_VIEWERS_PER_CAMERA,
     DEFAULT_MIN_FREE_GB,
     DEFAULT_MOTION_MIN_AREA,
     DEFAULT_MOTION_OFF_DELAY,
@@ -77,6 +83,7 @@ from .const import (
 )
 from .engine.go2rtc import async_find_usable_binary
 from .models import parse_zones
+from .reachability import camera_address
 from .source import (
     REASON_CANNOT_CONNECT,
     CameraSource,
@@ -219,6 +226,13 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
                 CONF_EVENT_RETENTION_DAYS,
                 default=defaults.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS),
             ): _box(1, 3650, 1, "d"),
+            vol.Required(
+                CONF_MAX_VIEWERS_PER_CAMERA,
+                default=defaults.get(CONF_MAX_VIEWERS_PER_CAMERA, DEFAULT_MAX_VIEWERS_PER_CAMERA),
+            ): _box(1, 100, 1, ""),
+            vol.Required(
+                CONF_MAX_VIEWERS, default=defaults.get(CONF_MAX_VIEWERS, DEFAULT_MAX_VIEWERS)
+            ): _box(1, 500, 1, ""),
         }
     )
 
@@ -293,6 +307,10 @@ def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
     data[CONF_EVENT_RETENTION_DAYS] = int(
         data.get(CONF_EVENT_RETENTION_DAYS, DEFAULT_EVENT_RETENTION_DAYS)
     )
+    data[CONF_MAX_VIEWERS_PER_CAMERA] = int(
+        data.get(CONF_MAX_VIEWERS_PER_CAMERA, DEFAULT_MAX_VIEWERS_PER_CAMERA)
+    )
+    data[CONF_MAX_VIEWERS] = int(data.get(CONF_MAX_VIEWERS, DEFAULT_MAX_VIEWERS))
     if data.get(CONF_OBJECT_URL):
         data[CONF_OBJECT_URL] = data[CONF_OBJECT_URL].strip()
     if data.get(CONF_GO2RTC_WEBRTC_PORT):
@@ -436,6 +454,17 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
     )
 
 
+def _kept_password(
+    current: dict[str, Any], url_key: str, password_key: str, url: str
+) -> str | None:
+    """Return the stored password if `url` still points at the host it was stored for."""
+    stored = current.get(password_key)
+    old_url = current.get(url_key)
+    if not stored or not old_url:
+        return None
+    return stored if camera_address(old_url) == camera_address(url) else None
+
+
 class CameraSubentryFlow(ConfigSubentryFlow):
     """Add or reconfigure a camera; the source is probed before it is saved."""
 
@@ -488,18 +517,27 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             return {}, {CONF_STREAM_URL: err.reason}, err.detail
         url, url_user, url_password = split_credentials(url)
         username = user_input.get(CONF_USERNAME) or url_user or None
-        # An empty password field while editing keeps the stored one: we never echo it back.
-        password = (
-            user_input.get(CONF_PASSWORD)
-            or url_password
-            or (current.get(CONF_PASSWORD) if editing else None)
-        )
+        # An empty password field while editing keeps the stored one (we never echo it back),
+        # but only for the same host: a stored password is never sent to another address.
+        kept = _kept_password(current, CONF_STREAM_URL, CONF_PASSWORD, url) if editing else None
+        password = user_input.get(CONF_PASSWORD) or url_password or kept
+        if editing and not password and current.get(CONF_PASSWORD) and kept is None:
+            return {}, {CONF_PASSWORD: "password_required"}, ""
         substream = (user_input.get(CONF_SUBSTREAM_URL) or "").strip() or None
+        sub_user = sub_password = None
         if substream:
             try:
-                substream, _, _ = split_credentials(validate_url(substream))
+                substream, sub_user, sub_password = split_credentials(validate_url(substream))
             except SourceError as err:
                 return {}, {CONF_SUBSTREAM_URL: err.reason}, err.detail
+            if not sub_user and editing:
+                # A login typed into the sub-stream URL before: kept while its host is the same.
+                sub_user = current.get(CONF_SUBSTREAM_USERNAME)
+                sub_password = _kept_password(
+                    current, CONF_SUBSTREAM_URL, CONF_SUBSTREAM_PASSWORD, substream
+                )
+                if sub_user and not sub_password and current.get(CONF_SUBSTREAM_PASSWORD):
+                    sub_user = None  # its host changed: type the login into the URL again
 
         try:
             parse_zones(user_input.get(CONF_EXCLUDE_ZONES))
@@ -531,6 +569,10 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         }
         if substream:
             data[CONF_SUBSTREAM_URL] = substream
+            if sub_user:
+                data[CONF_SUBSTREAM_USERNAME] = sub_user
+                if sub_password:
+                    data[CONF_SUBSTREAM_PASSWORD] = sub_password
         if user_input.get(CONF_CAMERA_RETENTION_DAYS):
             data[CONF_CAMERA_RETENTION_DAYS] = int(user_input[CONF_CAMERA_RETENTION_DAYS])
         data[CONF_MOTION_SENSITIVITY] = int(

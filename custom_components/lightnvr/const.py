@@ -55,6 +55,9 @@ LABEL_MOTION: Final = "motion"
 SUBENTRY_CAMERA: Final = "camera"
 CONF_STREAM_URL: Final = "stream_url"
 CONF_SUBSTREAM_URL: Final = "substream_url"
+# A sub-stream's own login (often the same camera: then the main stream's is used).
+CONF_SUBSTREAM_USERNAME: Final = "substream_username"
+CONF_SUBSTREAM_PASSWORD: Final = "substream_password"  # noqa: S105 - a key, not a password
 CONF_RECORD: Final = "record"
 CONF_DETECT_MOTION: Final = "detect_motion"
 CONF_CAMERA_RETENTION_DAYS: Final = "retention_days"  # per-camera override of the hub's days

@@ -10,14 +10,20 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_OBJECT_API_KEY
+from .const import CONF_OBJECT_API_KEY, CONF_SUBSTREAM_PASSWORD, CONF_SUBSTREAM_USERNAME
 from .engine.go2rtc import Go2RtcEngine
 from .runtime import LightNvrConfigEntry
 from .source import Redactor
 
-TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, CONF_OBJECT_API_KEY}
+TO_REDACT = {
+    CONF_PASSWORD,
+    CONF_USERNAME,
+    CONF_OBJECT_API_KEY,
+    CONF_SUBSTREAM_PASSWORD,
+    CONF_SUBSTREAM_USERNAME,
+}
 # Values hidden wherever they show up, not only under their own key (usernames are no secret).
-SECRET_KEYS = (CONF_PASSWORD, CONF_OBJECT_API_KEY)
+SECRET_KEYS = (CONF_PASSWORD, CONF_OBJECT_API_KEY, CONF_SUBSTREAM_PASSWORD)
 
 
 def _redact(data: Any) -> dict[str, Any]:

@@ -39,7 +39,9 @@ from .const import (
     CONF_SEGMENT_SECONDS,
     CONF_STORAGE_PATH,
     CONF_STREAM_URL,
+    CONF_SUBSTREAM_PASSWORD,
     CONF_SUBSTREAM_URL,
+    CONF_SUBSTREAM_USERNAME,
     CONF_TRANSCODE_FULL_SIZE,
     DEFAULT_ENGINE,
     DEFAULT_EVENT_RETENTION_DAYS,
@@ -56,6 +58,7 @@ from .const import (
     DEFAULT_SEGMENT_SECONDS,
 )
 from .detection import Box
+from .reachability import camera_address
 from .source import CameraSource, redacted_repr
 
 
@@ -86,11 +89,24 @@ class CameraConfig:
         username = data.get(CONF_USERNAME) or None
         password = data.get(CONF_PASSWORD) or None
         substream_url = data.get(CONF_SUBSTREAM_URL) or None
+        substream = None
+        if substream_url:
+            # Its own login if one was given; else the main stream's, for the same host only.
+            if data.get(CONF_SUBSTREAM_USERNAME):
+                substream = CameraSource(
+                    substream_url,
+                    data[CONF_SUBSTREAM_USERNAME],
+                    data.get(CONF_SUBSTREAM_PASSWORD) or None,
+                )
+            elif camera_address(substream_url) == camera_address(data[CONF_STREAM_URL]):
+                substream = CameraSource(substream_url, username, password)
+            else:
+                substream = CameraSource(substream_url)
         return cls(
             camera_id=subentry_id,
             name=data[CONF_NAME],
             source=CameraSource(data[CONF_STREAM_URL], username, password),
-            substream=(CameraSource(substream_url, username, password) if substream_url else None),
+            substream=substream,
             record=bool(data.get(CONF_RECORD, True)),
             detect_motion=bool(data.get(CONF_DETECT_MOTION, False)),
             retention_days=(

@@ -365,7 +365,14 @@ class Release:
                 inner = base and self.signature(Target("class", "", base[0].node, base[0].module))
                 given = {k.arg for k in up[0].keywords} | {n for n, _, _ in sig[0]}
                 if inner:
-                    rest = inner[0][len(up[0].args) :]
+                    # What we pass positionally (`*args` passes them all) takes only the
+                    # base's positional parameters; its keyword-only ones remain.
+                    positional = [p for p in inner[0] if not p[2]]
+                    starred = any(isinstance(a, ast.Starred) for a in up[0].args)
+                    taken = {n for n, _, _ in positional[: len(up[0].args)]}
+                    if starred:
+                        taken = {n for n, _, _ in positional}
+                    rest = [p for p in inner[0] if p[0] not in taken]
                     extra = [(n, d, True) for n, d, _ in rest if n not in given]
                     return sig[0] + extra, sig[1], inner[2]
             return sig

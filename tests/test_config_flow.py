@@ -284,6 +284,7 @@ async def test_add_camera_cannot_connect(
         "rtsp://127.0.0.1:notaport/x",
         "rtsp://127.0.0.1:70000/x",
         "",
+        "rtsp://127.0.0.1/live/${SUPERVISOR_TOKEN}",  # would be replaced by a secret
     ],
 )
 async def test_add_camera_invalid_url(hass: HomeAssistant, hub: MockConfigEntry, url: str) -> None:

@@ -59,12 +59,12 @@ def test_usable_binary(go2rtc_double: DoubleBinary) -> None:
 
 
 def test_too_old_binary(go2rtc_double: DoubleBinary) -> None:
-    """go2rtc 1.8 is refused with a reason naming both versions."""
+    """go2rtc 1.8 is refused with a reason naming both versions (1.9.12: see hardening tests)."""
     go2rtc_double.control.set(version="1.8.4")
     check = check_binary(str(go2rtc_double.path))
     assert check.problem is BinaryProblem.TOO_OLD
     assert "1.8.4" in check.detail
-    assert "1.9.0" in check.detail
+    assert "1.9.12" in check.detail
     assert check.issue_key == "go2rtc_binary_unusable"
     assert check.issue_placeholders == {"path": str(go2rtc_double.path), "detail": check.detail}
 

@@ -332,6 +332,10 @@ def validate_url(url: str) -> str:
     url = url.strip()
     if not url or any(ch.isspace() for ch in url):
         raise SourceError(REASON_INVALID_URL, "empty URL or URL with spaces")
+    if "${" in url:
+        # go2rtc (and shells) would replace `${NAME}` with a variable of Home Assistant's
+        # host: a URL could carry its secrets to the camera's host. Write a literal $ as %24.
+        raise SourceError(REASON_INVALID_URL, "URL with ${, which would be replaced")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a non-numeric or out-of-range port

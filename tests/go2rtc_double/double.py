@@ -10,6 +10,10 @@ Media, like go2rtc (no transcoding): H.264 or H.265 video plus an optional AAC, 
 select tracks) and sends each track that was SET UP on its own channel; WebRTC sends the
 video only, and H.265 only to viewers that offer it. Other video codecs end in "codecs not
 matched"; other audio codecs are left out.
+
+Config files are expanded like go2rtc's (`expand_env`): `${NAME}` / `${NAME:default}` in the raw
+text, from the file's `env:` section (1.9.11+), `$CREDENTIALS_DIRECTORY/NAME`, then the process's
+environment — so a test can see what a value written into go2rtc.yaml would leak.
 """
 
 from __future__ import annotations
@@ -156,15 +160,57 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
             base[key] = value
 
 
-def expand_env(text: str) -> str:
+# go2rtc's `${NAME}` / `${NAME:default}` template: no brace inside, no escape syntax.
+_VAR_RE = re.compile(r"\$\{([^{}]+)\}")
+ENV_SECTION_VERSION = (1, 9, 11)
+
+
+def env_section(text: str) -> dict[str, str]:
+    """The file's own `env:` mapping (go2rtc ≥1.9.11 reads it before expanding)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict):
+        return {}
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def lookup_var(name: str, section: dict[str, str]) -> str | None:
+    """A variable's value like go2rtc looks it up: `env:` section, credential file, environment."""
+    if name in section:
+        return section[name]
+    if (folder := os.environ.get("CREDENTIALS_DIRECTORY")) is not None:
+        with contextlib.suppress(OSError):
+            return (Path(folder) / name).read_text().strip()
+    return os.environ.get(name)
+
+
+def expand_env(text: str, version: tuple[int, ...] = (1, 9, 13)) -> str:
+    """Expand templates in a config file's raw text (before YAML parsing), as go2rtc does.
+
+    A default is only recognised after a non-empty name (`${:x}` is the variable ":x"); an unknown
+    variable without default is left as written.
+    """
+    section = env_section(text) if version >= ENV_SECTION_VERSION else {}
+
     def _sub(match: re.Match[str]) -> str:
-        name, _, default = match.group(1).partition(":")
-        return os.environ.get(name, default if match.group(1).count(":") else match.group(0))
+        key = match.group(1)
+        default: str | None = None
+        if (colon := key.find(":")) > 0:
+            key, default = key[:colon], key[colon + 1 :]
+        value = lookup_var(key, section)
+        if value is not None:
+            return value
+        return default if default is not None else match.group(0)
 
-    return re.sub(r"\$\{([^}]+)\}", _sub, text)
+    return _VAR_RE.sub(_sub, text)
 
 
-def load_config(values: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
+def load_config(
+    values: list[str], version: tuple[int, ...] = (1, 9, 13)
+) -> tuple[dict[str, Any], str | None, list[str]]:
     """Merge -c values in order; return (config, first file path, yaml errors)."""
     merged: dict[str, Any] = {}
     config_path: str | None = None
@@ -186,7 +232,7 @@ def load_config(values: list[str]) -> tuple[dict[str, Any], str | None, list[str
             except OSError:
                 continue  # go2rtc skips a missing file silently
             try:
-                data = yaml.safe_load(expand_env(text)) or {}
+                data = yaml.safe_load(expand_env(text, version)) or {}
             except yaml.YAMLError as err:
                 errors.append(f"yaml: {str(err).splitlines()[0]}")
                 continue  # runs with defaults, like go2rtc
@@ -1688,7 +1734,7 @@ async def control_loop(double: Double, control: Control, started: float) -> None
 
 
 async def serve(args: argparse.Namespace, control: Control, version: str) -> None:
-    cfg, config_path, yaml_errors = load_config(args.config)
+    cfg, config_path, yaml_errors = load_config(args.config, version_tuple(version))
     LOG.configure(cfg.get("log") or {})
     for error in yaml_errors:
         LOG(WRN, None, "", error=error)

@@ -6,7 +6,14 @@ Entry points for `engine/__init__.py`'s create_engine:
   `problem`, `detail`, `issue_key`, `issue_placeholders`);
 * `async_create_go2rtc_engine(hass, options, config_dir, mode=...)` → Go2RtcEngine (not started);
 * `async_report_binary_issue(hass, check)` / `async_clear_binary_issues(hass)` for the
-  `go2rtc_binary_missing` / `go2rtc_binary_unusable` repair issues.
+  `go2rtc_binary_missing` / `go2rtc_binary_unusable` repair issues (a go2rtc older than 1.9.12
+  is unusable for the managed mode: no `api.local_auth`);
+* `check_source(name, url)`: raises `UnsafeConfigValueError` (a ValueError) for a source go2rtc
+  would expand `${…}` in. `write_config` refuses such a file, so an engine start or restart
+  with such a camera fails with that error (a Go2RtcStartError): check earlier to refuse just
+  that camera.
+
+The watchdog raises `go2rtc_insecure_version` for an external go2rtc older than 1.9.12.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from .binary import (
     BinaryProblem,
     find_usable_binary,
 )
-from .config import Go2RtcSettings, IceServer
+from .config import Go2RtcSettings, IceServer, UnsafeConfigValueError, check_source
 from .engine import Go2RtcEngine, stream_name
-from .health import MODE_EXTERNAL, MODE_MANAGED, Go2RtcHealth, HealthTimings
+from .health import ISSUE_INSECURE_VERSION, MODE_EXTERNAL, MODE_MANAGED, Go2RtcHealth, HealthTimings
 from .process import Go2RtcPortInUseError, Go2RtcProcessError, Go2RtcStartError
 
 __all__ = [
+    "ISSUE_INSECURE_VERSION",
     "MODE_EXTERNAL",
     "MODE_MANAGED",
     "BinaryCheck",
@@ -44,10 +52,12 @@ __all__ = [
     "Go2RtcUnavailableError",
     "HealthTimings",
     "IceServer",
+    "UnsafeConfigValueError",
     "async_clear_binary_issues",
     "async_create_go2rtc_engine",
     "async_find_usable_binary",
     "async_report_binary_issue",
+    "check_source",
     "stream_name",
 ]
 

@@ -4,6 +4,10 @@ Order: the path set in the options → `go2rtc` on PATH → where `scripts/insta
 installs it. Each candidate is run once with `-v` (blocking: call these functions in an
 executor) and judged: missing, not executable, built for another architecture, too old, or
 usable. The verdict carries the HA repair issue that tells the user what to do.
+
+A binary found here is one LightNVR runs itself, with a config it writes: that config relies on
+`api.local_auth` and `api.allow_paths` (1.9.12) to keep other local programs off go2rtc's API,
+so older versions are refused (`MANAGED_MIN_VERSION`), not merely warned about.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ import re
 import shutil
 import subprocess
 
+from .config import SECURITY_MIN_VERSION
+from .process import minimal_environment
+
 _LOGGER = logging.getLogger(__name__)
 
 BINARY_NAME = "go2rtc"
 # scripts/install_go2rtc.sh installs here unless told otherwise (--install-dir).
 INSTALL_DIRS: tuple[Path, ...] = (Path("/usr/local/bin"),)
+# The API LightNVR speaks (also what an external go2rtc must at least be).
 MIN_VERSION: tuple[int, int, int] = (1, 9, 0)
+# What LightNVR runs itself: below 1.9.12 there is no api.local_auth, so every local program
+# could use the API of a go2rtc holding the cameras' credentials, bypassing its password.
+MANAGED_MIN_VERSION: tuple[int, int, int] = SECURITY_MIN_VERSION
 VERSION_TIMEOUT = 10.0
 
 _VERSION_RE = re.compile(r"go2rtc version (?P<version>\S+)")
@@ -110,6 +121,7 @@ def check_binary(path: str, timeout: float = VERSION_TIMEOUT) -> BinaryCheck:
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=minimal_environment(),  # it is go2rtc: none of HA's secrets, even for -v
         )
     except OSError as err:
         if err.errno == errno.ENOEXEC:
@@ -139,13 +151,23 @@ def check_binary(path: str, timeout: float = VERSION_TIMEOUT) -> BinaryCheck:
             problem=BinaryProblem.BROKEN,
             detail=f"`go2rtc -v` exited with {result.returncode} and no version: {tail[0][:200]}",
         )
-    if parse_version_tuple(version) < MIN_VERSION:
-        minimum = ".".join(str(n) for n in MIN_VERSION)
+    found = parse_version_tuple(version)
+    minimum = ".".join(str(n) for n in MANAGED_MIN_VERSION)
+    if found < MIN_VERSION:
         return BinaryCheck(
             path,
             version,
             BinaryProblem.TOO_OLD,
             f"version {version} is too old; {minimum} or newer is needed",
+        )
+    if found < MANAGED_MIN_VERSION:
+        return BinaryCheck(
+            path,
+            version,
+            BinaryProblem.TOO_OLD,
+            f"version {version} cannot require a login from local programs (api.local_auth) "
+            f"nor limit its API (api.allow_paths), so any program on this machine could use "
+            f"its API and the camera passwords it holds; {minimum} or newer is needed",
         )
     return BinaryCheck(path, version)
 

@@ -1,4 +1,4 @@
-"""Write go2rtc.yaml for a go2rtc process LightNVR runs itself.
+r"""Write go2rtc.yaml for a go2rtc process LightNVR runs itself.
 
 Security first, because any go2rtc API caller can read secrets, rewrite the config and (before
 1.9.12) run commands: every listener is on 127.0.0.1 (the API on a unix socket in our own 0700
@@ -8,6 +8,18 @@ folder when the path allows it), API and RTSP get random credentials, and from 1
 Ports are picked once (free, and never go2rtc's defaults 1984/8554/8555 nor HA core's
 11984/18554/18555), persisted with the credentials in a state file, and reused on later starts
 so URLs stay stable; a persisted port that has been taken meanwhile is replaced.
+
+No value we write may contain `${`. go2rtc replaces `${NAME}` and `${NAME:default}` anywhere in a
+config file's raw text, before parsing the YAML, with the file's `env:` entry, the file
+`$CREDENTIALS_DIRECTORY/NAME`, or its environment variable NAME (app/config.go with
+pkg/shell or, from 1.9.11, pkg/creds). A camera URL such as `rtsp://host/${SUPERVISOR_TOKEN}`
+would make go2rtc send that secret to the host. go2rtc has no escape for this: the pattern is
+`${` + anything without braces + `}`, so `$${X}` and `\${X}` expand too. Hiding the `$` behind a
+YAML escape (`"\x24{X}"`) would work only because the text is expanded before it is parsed. That
+is an implementation detail, and go2rtc writes added streams back into this file unescaped.
+So such values are refused (`UnsafeConfigValueError`) instead of escaped. A `$` not followed by
+`{` is left alone by go2rtc and written as it is; credentials from the password field are
+percent-encoded (`$` as %24) by `CameraSource.connect_url` anyway.
 
 All functions here block (file and socket work): call them in an executor.
 """
@@ -27,6 +39,7 @@ from typing import Any
 import yaml
 
 from ...source import redacted_repr
+from .process import Go2RtcStartError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +71,57 @@ APP_MODULES = (
     "ffmpeg",
 )
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+# What starts a go2rtc template. Refusing any occurrence (closed or not, braces inside or not) is
+# a superset of what go2rtc expands, so a change in its pattern cannot open a gap.
+TEMPLATE_START = "${"
+
+
+class UnsafeConfigValueError(Go2RtcStartError, ValueError):
+    """A value would be expanded by go2rtc (it contains `${`): go2rtc.yaml is not written.
+
+    A Go2RtcStartError so the engine reports it like any failed start: setup is retried with
+    the message on the integration's card, and the watchdog logs it and shows it as the last
+    error. The message names where the value would go, never the value (it may hold credentials).
+    """
+
+    def __init__(self, where: str) -> None:
+        """Say which value is refused and what to do."""
+        super().__init__(
+            f"go2rtc.yaml not written: {where} contains {TEMPLATE_START!r}, which go2rtc would "
+            "replace with an environment variable or credential file of its host. Remove it, "
+            "or write a literal $ in a URL as %24"
+        )
+        self.where = where
+
+
+def find_template(value: object, where: str = "") -> str | None:
+    """Return where in `value` (a string or nested dicts and lists) a `${` is, else None."""
+    if isinstance(value, str):
+        if TEMPLATE_START in value:
+            return where or "a value"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if TEMPLATE_START in str(key):
+                return path
+            if (found := find_template(item, path)) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := find_template(item, f"{where}[{index}]")) is not None:
+                return found
+    return None
+
+
+def check_source(name: str, url: str) -> None:
+    """Raise UnsafeConfigValueError if go2rtc would expand part of stream `name`'s source.
+
+    For callers that can refuse one camera before it reaches go2rtc (the config flow, stream
+    registration), rather than `write_config` refusing the whole file.
+    """
+    if TEMPLATE_START in url:
+        raise UnsafeConfigValueError(f"the source of stream {name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +376,8 @@ def write_config(
     """Write go2rtc.yaml into `folder` (created 0700) and return what was written.
 
     `streams` maps stream names to source URLs (credentials included: the file is private).
+    Raises UnsafeConfigValueError, before writing anything go2rtc reads, when a value contains
+    `${` (see the module docstring); the go2rtc that would read the file must not be started.
     With `refresh_ports=False` and a `previous` config, the same ports are kept even if one is
     taken (go2rtc then reports it): restarts within one run never move the restream URLs.
     """
@@ -336,9 +402,15 @@ def write_config(
         # A socket file left by a killed go2rtc makes its bind fail with "address in use".
         api_socket.unlink()
     config = build_config(state, settings, version, streams, api_socket)
+    if (where := find_template(config)) is not None:
+        name = where.removeprefix("streams.")
+        raise UnsafeConfigValueError(f"the source of stream {name}" if name in streams else where)
     header = "# Managed by LightNVR and rewritten on every start: do not edit.\n"
+    text = header + yaml.safe_dump(config, sort_keys=False)
+    if TEMPLATE_START in text:  # go2rtc expands the raw text: check what it will read, too
+        raise UnsafeConfigValueError(CONFIG_FILE)
     path = folder / CONFIG_FILE
-    _write_private(path, header + yaml.safe_dump(config, sort_keys=False))
+    _write_private(path, text)
     return Go2RtcConfig(
         path=path,
         api_port=state.api_port,

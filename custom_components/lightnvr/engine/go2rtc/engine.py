@@ -55,7 +55,14 @@ from ..viewers import LocalViewers, plays_as_is
 from ..webrtc import offered_codecs
 from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
 from .client import Go2RtcApiError, Go2RtcClient, StreamStatus
-from .config import CONFIG_FILE, Go2RtcConfig, Go2RtcSettings, write_config
+from .config import (
+    CONFIG_FILE,
+    Go2RtcConfig,
+    Go2RtcSettings,
+    UnsafeConfigValueError,
+    check_source,
+    write_config,
+)
 from .health import (
     ISSUE_PORT_IN_USE,
     MODE_EXTERNAL,
@@ -371,10 +378,26 @@ class Go2RtcEngine:
     # ----- cameras ----------------------------------------------------------------------------
 
     def _stream_sources(self) -> dict[str, str]:
+        """Return the sources for go2rtc.yaml: every camera go2rtc would read literally."""
         return {
             self._names[camera_id]: camera.source.connect_url()
             for camera_id, camera in self._cameras.items()
+            if self._safe_source(camera_id)
         }
+
+    def _safe_source(self, camera_id: str) -> bool:
+        """Return False (and log an error) for a camera whose source go2rtc would expand.
+
+        go2rtc replaces `${NAME}` with its host's environment and credential files: such a
+        camera is never registered, and the others keep working.
+        """
+        name = self._names[camera_id]
+        try:
+            check_source(name, self._cameras[camera_id].source.connect_url())
+        except UnsafeConfigValueError as err:
+            _LOGGER.error("%s is not given to go2rtc: %s", self._cameras[camera_id].name, err)
+            return False
+        return True
 
     def _restream_source(self, name: str) -> CameraSource:
         if self._config is not None:
@@ -473,7 +496,8 @@ class Go2RtcEngine:
     async def _async_register_camera(self, camera_id: str) -> None:
         assert self._client is not None
         camera = self._cameras[camera_id]
-        await self._client.async_add_stream(self._names[camera_id], camera.source.connect_url())
+        if self._safe_source(camera_id):
+            await self._client.async_add_stream(self._names[camera_id], camera.source.connect_url())
 
     async def _async_sync_streams(self) -> None:
         """Register every camera go2rtc does not know (after a start or restart)."""

@@ -18,6 +18,11 @@ Restarts back off exponentially (`backoff_initial` → `backoff_max`, reset once
 healthy for `stable_after`) and at most `restart_limit` happen per `restart_window`. Past
 that, the `go2rtc_keeps_failing` repair issue shows the last log lines, and restarts resume
 when the window allows; the issue clears itself when go2rtc works again.
+
+An external go2rtc older than 1.9.12 gets the `go2rtc_insecure_version` repair issue: it has no
+`api.local_auth`, so its API (config with every camera password, stream control) is open to
+every program on its machine whatever its password. A managed one that old is never started
+(binary.py refuses it).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from homeassistant.helpers import issue_registry as ir
 
 from ...const import DOMAIN
 from ...source import redact_url
+from .binary import parse_version_tuple
 from .client import StreamStatus
+from .config import SECURITY_MIN_VERSION
 from .process import Go2RtcPortInUseError, Go2RtcProcessError
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ MODE_EXTERNAL = "external"
 ISSUE_KEEPS_FAILING = "go2rtc_keeps_failing"
 ISSUE_UNREACHABLE = "go2rtc_unreachable"
 ISSUE_PORT_IN_USE = "go2rtc_port_in_use"
+ISSUE_INSECURE_VERSION = "go2rtc_insecure_version"
 ISSUE_LOG_LINES = 20
 
 
@@ -109,7 +117,7 @@ class RestartPolicy:
 
     def next_delay(self) -> float:
         """Return how long to wait before the next restart."""
-        delay = self._timings.backoff_initial * (2**self._streak)
+        delay = self._timings.backoff_initial * 2.0**self._streak
         return min(delay, self._timings.backoff_max)
 
     def record(self) -> None:
@@ -217,7 +225,9 @@ class Go2RtcWatchdog:
             changes["last_error"] = redact_url(error)
         new = replace(self._health, **changes)  # type: ignore[arg-type]
         if new != self._health:
-            self._health = new
+            old, self._health = self._health, new
+            if self._mode == MODE_EXTERNAL and new.version != old.version:
+                self._check_external_version(new.version)
             self._target.health_changed(new)
 
     # ----- lifecycle --------------------------------------------------------------------------
@@ -241,7 +251,7 @@ class Go2RtcWatchdog:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for issue in (ISSUE_KEEPS_FAILING, ISSUE_UNREACHABLE):
+        for issue in (ISSUE_KEEPS_FAILING, ISSUE_UNREACHABLE, ISSUE_INSECURE_VERSION):
             ir.async_delete_issue(self._hass, DOMAIN, issue)
 
     def stream_registered(self, name: str) -> None:
@@ -444,6 +454,33 @@ class Go2RtcWatchdog:
         if now - self._healthy_since >= self._t.stable_after:
             self._policy.reset_backoff()
         self.update(healthy=True)
+
+    def _check_external_version(self, version: str | None) -> None:
+        """Raise or clear `go2rtc_insecure_version` for the version the external go2rtc reports.
+
+        We do not write an external go2rtc's config, so it is not refused: it works, and the
+        user is told that its API is open to local programs until it is updated.
+        """
+        if not version or parse_version_tuple(version) >= SECURITY_MIN_VERSION:
+            ir.async_delete_issue(self._hass, DOMAIN, ISSUE_INSECURE_VERSION)
+            return
+        minimum = ".".join(str(n) for n in SECURITY_MIN_VERSION)
+        _LOGGER.warning(
+            "go2rtc at %s is version %s: before %s its API cannot require a login from local "
+            "programs (api.local_auth), so every program on its machine can use it",
+            self._url,
+            version,
+            minimum,
+        )
+        ir.async_create_issue(
+            self._hass,
+            DOMAIN,
+            ISSUE_INSECURE_VERSION,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_INSECURE_VERSION,
+            translation_placeholders={"url": self._url, "version": version, "minimum": minimum},
+        )
 
     def _report_unreachable(self, detail: str) -> None:
         self.update(healthy=False, last_error=f"unreachable: {detail}")

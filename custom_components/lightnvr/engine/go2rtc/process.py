@@ -6,13 +6,17 @@ when its bind fails, so the supervisor watches for that `ERR … address already
 
 Nothing may be left running: the process gets its own process group, stop is SIGTERM, a wait,
 then SIGKILL to the whole group (older go2rtc versions do not signal their ffmpeg children).
+
+go2rtc never sees Home Assistant's environment (`minimal_environment`): it expands `${NAME}` in
+its config file from its environment and reads `$CREDENTIALS_DIRECTORY/NAME` files, and it passes
+its environment on to every ffmpeg it starts, so SUPERVISOR_TOKEN and the like must not be there.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 import contextlib
 import logging
 import os
@@ -51,6 +55,22 @@ _LISTEN_LINE = re.compile(r" INF \[(?P<module>api|rtsp|webrtc)\] listen addr=")
 _IN_USE = "address already in use"
 
 type ReadyProbe = Callable[[], Awaitable[bool]]
+
+# All go2rtc gets of our environment: PATH to find ffmpeg, HOME for Go's per-user paths, TZ for
+# the local time of its log lines, LANG for ffmpeg's text. Nothing else: HA's environment holds
+# tokens (SUPERVISOR_TOKEN, HASSIO_TOKEN, …) that a `${NAME}` in go2rtc.yaml would hand to a
+# camera URL, and CREDENTIALS_DIRECTORY would let `${NAME}` read HA's systemd credentials.
+ENV_KEEP = ("PATH", "HOME", "TZ", "LANG")
+# Without PATH, Go's exec.LookPath finds nothing (go2rtc runs ffmpeg by name).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def minimal_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment to run go2rtc with: ENV_KEEP from `environ` (ours by default)."""
+    source = os.environ if environ is None else environ
+    env = {key: source[key] for key in ENV_KEEP if key in source}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
 
 
 class Go2RtcProcessError(Exception):
@@ -120,9 +140,9 @@ def kill_stale_process(folder: Path, config_path: Path) -> int | None:
         remove_pid_file(folder)
         return None
     _LOGGER.warning("Stopping a go2rtc (pid %d) left running by an earlier run", pid)
-    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+    for kill in (os.killpg, os.kill):  # its group (children too), then itself
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill()
+            kill(pid, signal.SIGKILL)
     remove_pid_file(folder)
     return pid
 
@@ -212,6 +232,7 @@ class Go2RtcProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=str(self._config_path.parent),
+                env=minimal_environment(),
                 start_new_session=True,  # its own group: stop can reach its children too
                 limit=_READ_LIMIT,
             )

@@ -16,6 +16,9 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, WebSocketGenerator
 
 from custom_components.lightnvr.const import DOMAIN
+from custom_components.lightnvr.hls.limits import VOD_MAX_FILES
+from custom_components.lightnvr.media_source import _day_playlists
+from custom_components.lightnvr.recorder.storage import Segment
 
 from .conftest import camera_subentry, hub_entry_data
 from .infra.rtsp import RtspServer
@@ -196,3 +199,17 @@ async def test_resolving_unknown_media_fails_cleanly(
         {"type": "media_source/browse_media", "media_content_id": "media-source://lightnvr/x/y/z"}
     )
     assert not (await ws.receive_json())["success"]
+
+
+def test_whole_day_only_when_one_playlist_may_list_it() -> None:
+    """A day of more files than one VOD playlist may list offers its hours only."""
+    start = 1_800_000_000.0
+    many = [
+        Segment("cam1", Path(f"/x/{n}.mp4"), start + n * 2, start + n * 2 + 2, 100)
+        for n in range(VOD_MAX_FILES + 1)
+    ]
+    titles = [item.title for item in _day_playlists("cam1", many)]
+    assert "▶ Whole day" not in titles
+    assert titles
+    assert all(title.endswith(":00 hour") for title in titles)
+    assert _day_playlists("cam1", many[:VOD_MAX_FILES])[0].title == "▶ Whole day"

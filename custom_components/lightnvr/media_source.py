@@ -19,6 +19,7 @@ from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN
 from .hls import live_playlist_path, vod_playlist_path
+from .hls.limits import VOD_MAX_FILES
 from .recorder.clips import EventClip
 from .recorder.storage import Segment
 from .runtime import LightNvrConfigEntry
@@ -53,13 +54,19 @@ def _playable(identifier: str, title: str) -> BrowseMediaSource:
 
 
 def _day_playlists(camera_id: str, segments: list[Segment]) -> list[BrowseMediaSource]:
-    """Return a whole-day item, then one per hour with recordings (each one HLS playlist)."""
-    items = [
-        _playable(
-            f"{VOD}/{camera_id}/{int(segments[0].start)}-{math.ceil(segments[-1].end)}",
-            "▶ Whole day",
+    """Return a whole-day item, then one per hour with recordings (each one HLS playlist).
+
+    The whole day is offered only when one playlist may list all its files (short files or
+    many reconnects make more): the hours always remain.
+    """
+    items = []
+    if len(segments) <= VOD_MAX_FILES:
+        items.append(
+            _playable(
+                f"{VOD}/{camera_id}/{int(segments[0].start)}-{math.ceil(segments[-1].end)}",
+                "▶ Whole day",
+            )
         )
-    ]
     hours: dict[datetime, list[Segment]] = {}
     for segment in segments:
         local = dt_util.as_local(segment.start_time).replace(minute=0, second=0, microsecond=0)

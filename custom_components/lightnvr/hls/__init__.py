@@ -4,6 +4,7 @@
 - `live`: live segments from the recorder's fragments, or from an on-demand in-memory muxer.
 - `vod`: the fragment index of finished recordings, and the shared wall-clock timeline.
 - `views`: the HTTP views under /api/lightnvr/hls/…, behind HA auth with signed URLs.
+- `limits`: how many files one VOD playlist may list, and how many are built at once.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Players send no auth header for the URLs inside a playlist, so each is signed wi
 fetched again every few seconds; VOD: a day, long enough to scrub through). HA's auth
 middleware turns a missing, bad or expired signature into 401 before any view runs; the views
 answer 404 for an unknown camera or anything that does not resolve inside the storage root.
+How many files a VOD playlist may list, and how many are built at once: see `limits`.
 
 The per-entry state (live windows, muxer threads, the fragment index) is an `HlsService`,
 created on the first request for a loaded hub entry and stopped when that entry unloads.
@@ -22,6 +23,7 @@ created on the first request for a loaded hub entry and stopped when that entry 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +36,11 @@ import re
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from homeassistant.components.http import KEY_HASS_REFRESH_TOKEN_ID, HomeAssistantView
+from homeassistant.components.http import (
+    KEY_HASS_REFRESH_TOKEN_ID,
+    KEY_HASS_USER,
+    HomeAssistantView,
+)
 from homeassistant.components.http.auth import async_sign_path
 from homeassistant.config_entries import (
     SIGNAL_CONFIG_ENTRY_CHANGED,
@@ -48,7 +54,21 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
 
 from ..const import DOMAIN
-from ..recorder.storage import Segment, UnsafePathError, valid_camera_id
+from ..recorder.storage import (
+    Segment,
+    SegmentIndex,
+    StorageLayout,
+    UnsafePathError,
+    valid_camera_id,
+)
+from .limits import (
+    VOD_MAX_FILES,
+    VOD_SIGN_BATCH,
+    TooManyBuildsError,
+    TooManyRecordingsError,
+    VodBuildLimiter,
+    run_to_end,
+)
 from .live import LiveCamera, LiveHls
 from .playlist import ByteRange, InitRef, PlaylistSegment, render_live_playlist, render_vod_playlist
 from .vod import FileIndex, FragmentCache, NotFragmentedError, vod_chunks
@@ -124,6 +144,8 @@ class HlsRegistry:
         """Create an empty registry."""
         self.hass = hass
         self._services: dict[str, HlsService] = {}
+        # Shared by every entry (and reload) of the run: the limits are on this process's work.
+        self.vod_builds = VodBuildLimiter()
 
     @callback
     def async_follow_entries(self) -> Callable[[], None]:
@@ -392,6 +414,11 @@ class VodPlaylistView(_HlsView):
     extra_urls = [f"{HLS_URL}/{_CAMERA}/vod/{{start:[0-9]+}}-{{end:[0-9]+}}.m3u8"]  # noqa: RUF012
     name = "api:lightnvr:hls:vod"
 
+    def __init__(self, registry: HlsRegistry) -> None:
+        """Create the view; it remembers which cameras were warned about a refused range."""
+        super().__init__(registry)
+        self._warned: set[str] = set()
+
     def _range(self, request: web.Request, start: str | None, end: str | None) -> _VodRequest:
         first = start if start is not None else request.query.get("start")
         last = end if end is not None else request.query.get("end")
@@ -420,21 +447,25 @@ class VodPlaylistView(_HlsView):
         recorder = service.runtime.recorder
         if not service.live.known(camera_id) and not recorder.index.days(camera_id):
             raise web.HTTPNotFound
-        segments = [
-            segment
-            for segment in recorder.index.segments(camera_id)
-            if segment.end > wanted.start and segment.start < wanted.end
-        ]
-        # Signing is quick (~10 µs a file, a day of 60 s files is 1440); indexing the files
-        # and rendering ~40 000 segments of a whole day is not: that runs in the executor.
-        sign = _signer(self.hass, request, VOD_SIGN_EXPIRY)
-        uris = {
-            segment.path: sign(_vod_file_path(camera_id, recorder.layout.relative(segment.path)))
-            for segment in segments
-        }
-        body = await self.hass.async_add_executor_job(
-            _render_vod, service.fragments, segments, uris, wanted
-        )
+        try:
+            async with self.registry.vod_builds.slot(_user_key(request)):
+                body = await self._build(request, service, camera_id, wanted)
+        except TooManyBuildsError:
+            return web.Response(
+                status=HTTPStatus.TOO_MANY_REQUESTS,
+                text="Too many recorded playlists being prepared for this user; try again",
+                headers={hdrs.RETRY_AFTER: "5", hdrs.CACHE_CONTROL: "no-cache"},
+            )
+        except TooManyRecordingsError as err:
+            self._log_too_many(camera_id, err)
+            # 400 like a range over the time limit: the same mistake (a range too large for one
+            # playlist), answered before any file is read or any URL signed.
+            raise web.HTTPBadRequest(
+                text=(
+                    f"Range too large: it holds {err.count} recordings, and one playlist lists "
+                    f"at most {err.limit}. Ask for a shorter range."
+                )
+            ) from err
         if body is None:
             return web.Response(status=HTTPStatus.NOT_FOUND, text="No recordings in this range")
         response = web.Response(
@@ -449,6 +480,84 @@ class VodPlaylistView(_HlsView):
         )
         response.enable_compression()
         return response
+
+    async def _build(
+        self, request: web.Request, service: HlsService, camera_id: str, wanted: _VodRequest
+    ) -> bytes | None:
+        """Select, sign and render (holding a build slot); None when nothing is recorded."""
+        recorder = service.runtime.recorder
+        # Going through every file of the camera (months of them) and counting the range's
+        # is executor work; a range over too many files is refused there, before any signing.
+        selected = await run_to_end(
+            self.hass,
+            _select_recordings,
+            recorder.index,
+            recorder.layout,
+            camera_id,
+            wanted,
+            VOD_MAX_FILES,
+        )
+        # async_sign_path must run on the event loop (~25 µs a file): a batch at a time, then
+        # the loop runs whatever else waits, so even the largest playlist never blocks it.
+        sign = _signer(self.hass, request, VOD_SIGN_EXPIRY)
+        uris: dict[Path, str] = {}
+        for number, (segment, path) in enumerate(selected):
+            if number and not number % VOD_SIGN_BATCH:
+                await asyncio.sleep(0)
+            uris[segment.path] = sign(path)
+        # Indexing the files and rendering ~40 000 segments of a whole day runs in the executor.
+        return await run_to_end(
+            self.hass,
+            _render_vod,
+            service.fragments,
+            [segment for segment, _ in selected],
+            uris,
+            wanted,
+        )
+
+    def _log_too_many(self, camera_id: str, err: TooManyRecordingsError) -> None:
+        """Log a refused range: a warning the first time per camera, then at debug level."""
+        level = logging.DEBUG if camera_id in self._warned else logging.WARNING
+        self._warned.add(camera_id)
+        _LOGGER.log(
+            level,
+            "Refused a recorded playlist of camera %s: its range holds %s recordings, at most "
+            "%s fit in one playlist",
+            camera_id,
+            err.count,
+            err.limit,
+        )
+
+
+def _user_key(request: web.Request) -> str:
+    """Return whom a request counts against for the VOD build limits (its HA user)."""
+    user = request.get(KEY_HASS_USER)
+    if user is not None:
+        return str(user.id)
+    return str(request.get(KEY_HASS_REFRESH_TOKEN_ID, ""))
+
+
+def _select_recordings(
+    index: SegmentIndex,
+    layout: StorageLayout,
+    camera_id: str,
+    wanted: _VodRequest,
+    limit: int,
+) -> list[tuple[Segment, str]]:
+    """Return the recordings overlapping the range with their (unsigned) URL paths (blocking).
+
+    Raises TooManyRecordingsError when there are more than `limit`.
+    """
+    segments = [
+        segment
+        for segment in index.segments(camera_id)
+        if segment.end > wanted.start and segment.start < wanted.end
+    ]
+    if len(segments) > limit:
+        raise TooManyRecordingsError(len(segments), limit)
+    return [
+        (segment, _vod_file_path(camera_id, layout.relative(segment.path))) for segment in segments
+    ]
 
 
 def _render_vod(

@@ -40,14 +40,14 @@ from pathlib import Path
 import struct
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import av
 import av.error
 
-from ..compat import add_copy_stream, fraction
 from ..h264 import parameter_sets_annexb
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from ..media.fmp4 import Fmp4Writer
 from .audio import AacAudio
 from .storage import Segment, StorageLayout, recover_part
 
@@ -87,7 +87,6 @@ _BACKWARD_CLAMP_SECONDS = 1.0
 # it is re-anchored on the packet's arrival time.
 _MAX_START_DRIFT_SECONDS = 1.0
 _NON_SYNC_SAMPLE = 0x00010000  # ISO BMFF sample flag: sample_is_non_sync_sample
-_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
 
 class PacketSource(Protocol):
@@ -449,7 +448,7 @@ class _FragmentSink:
 
 
 class SegmentWriter:
-    """One open `.mp4.part`: streams set up from StreamInfo, packets muxed as they come."""
+    """One open `.mp4.part`: the camera's packets muxed into it by the one fMP4 writer."""
 
     def __init__(
         self,
@@ -466,60 +465,25 @@ class SegmentWriter:
         self.generation = info.generation
         self.start_wall = start_wall
         self.origin_seconds = origin_seconds  # repaired connection time of the first frame
-        self.video_end = 0  # end of the last video frame, in the video time base (from 0)
         self.video_time_base = info.time_base
         self.fragments = 0
         self._sink = _FragmentSink(path)
-        self._container: Any = None
         try:
-            self._container = av.open(
+            self._writer = Fmp4Writer(
                 self._sink,
-                mode="w",
-                format="mp4",
-                options={
-                    "movflags": _MOVFLAGS,
-                    "frag_duration": str(int(fragment_seconds * 1_000_000)),
-                    # Hand every flushed fragment to the OS at once (no 32 KiB buffering).
-                    "flush_packets": "1",
-                    # Never hold video back for long waiting for audio (or the other way).
-                    "max_interleave_delta": "1000000",
-                },
+                info,
+                video_extradata,
+                audio_extradata,
+                origin_seconds=origin_seconds,
+                fragment_seconds=fragment_seconds,
             )
-            self.video = self._add_video(info, video_extradata)
-            self.audio = (
-                self._add_audio(info, audio_extradata) if audio_extradata is not None else None
-            )
-            self._container.start_encoding()
         except BaseException:
-            self.abort()
+            with contextlib.suppress(OSError):
+                self._sink.close()
             path.unlink(missing_ok=True)  # nothing of it is playable
             raise
-        # The muxer picks the track time scales when writing the header.
-        self._video_out_base: Fraction = fraction(self.video.time_base) or info.time_base
-        self._audio_origin: dict[Fraction, int] = {}
-
-    def _add_video(self, info: StreamInfo, extradata: bytes | None) -> Any:
-        stream = add_copy_stream(self._container, info.video_codec)
-        ctx = stream.codec_context
-        ctx.width = info.width
-        ctx.height = info.height
-        if extradata:
-            ctx.extradata = extradata
-        if info.video_codec == "hevc":
-            ctx.codec_tag = "hvc1"  # what Apple players (and the HA iOS app) require
-        return stream
-
-    def _add_audio(self, info: StreamInfo, extradata: bytes) -> Any:
-        assert info.audio_codec is not None
-        stream = add_copy_stream(self._container, info.audio_codec)
-        ctx = stream.codec_context
-        ctx.sample_rate = info.audio_sample_rate
-        ctx.extradata = extradata
-        if info.audio_channels:
-            # The AudioSpecificConfig carries the channels anyway: a layout is only a hint.
-            with contextlib.suppress(ValueError):
-                ctx.layout = {1: "mono", 2: "stereo"}.get(info.audio_channels, "stereo")
-        return stream
+        self.video = self._writer.video
+        self.audio = self._writer.audio
 
     @property
     def init_length(self) -> int:
@@ -532,40 +496,24 @@ class SegmentWriter:
         return self._sink.position
 
     @property
+    def video_end(self) -> int:
+        """Return the end of the last video frame, in the video time base (from 0)."""
+        return self._writer.video_end
+
+    @property
     def duration(self) -> float:
         """Return the seconds of video written."""
-        return float(self.video_end * self.video_time_base)
+        return self._writer.duration
 
     def write_video(self, data: bytes, dts: int, pts: int, keyframe: bool, duration: int) -> None:
         """Mux one video packet; `dts`/`pts` are relative to the segment's first frame."""
-        packet = av.Packet(data)
-        packet.stream = self.video
-        packet.time_base = self.video_time_base
-        packet.dts = dts
-        packet.pts = pts
-        packet.duration = duration
-        packet.is_keyframe = keyframe
-        self._container.mux_one(packet)
-        self.video_end = max(self.video_end, dts + duration)
+        self._writer.write_video(data, dts, pts, keyframe, duration)
 
     def write_audio(
         self, data: bytes, dts: int, pts: int, time_base: Fraction, duration: int
     ) -> bool:
         """Mux one audio packet (connection timestamps); False if it precedes the segment."""
-        origin = self._audio_origin.get(time_base)
-        if origin is None:
-            origin = round(self.origin_seconds / float(time_base))
-            self._audio_origin[time_base] = origin
-        if dts < origin or self.audio is None:
-            return False
-        packet = av.Packet(data)
-        packet.stream = self.audio
-        packet.time_base = time_base
-        packet.dts = dts - origin
-        packet.pts = max(pts, dts) - origin
-        packet.duration = duration
-        self._container.mux_one(packet)
-        return True
+        return self._writer.write_audio(data, dts, pts, time_base, duration)
 
     def take_fragments(self) -> list[tuple[int, int, bytes]]:
         """Return the fragments completed since the last call."""
@@ -575,30 +523,18 @@ class SegmentWriter:
     @property
     def video_time_scale(self) -> Fraction:
         """Return the video track's time base in the file."""
-        return self._video_out_base
+        return self._writer.video_time_scale
 
     def close(self) -> None:
         """Write the last fragment, sync the file to disk and close it."""
-        try:
-            self._container.close()
-        finally:
-            self._container = None
+        self._writer.close()
         self._sink.sync_and_close()
 
     def abort(self) -> None:
         """Close after a failure, ignoring further errors (the part is recovered later)."""
-        container, self._container = self._container, None
-        if container is not None:
-            try:
-                container.close()
-            except Exception:  # already failing; recovery repairs the file
-                _LOGGER.debug("Error closing a failed segment", exc_info=True)
+        self._writer.abort()
         with contextlib.suppress(OSError):
             self._sink.close()
-
-
-# Kept for modules written against the earlier private name.
-_SegmentWriter = SegmentWriter
 
 
 # ----- parameter sets ---------------------------------------------------------------------------

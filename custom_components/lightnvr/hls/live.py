@@ -54,7 +54,7 @@ import logging
 from pathlib import Path
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
@@ -62,8 +62,8 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from ..compat import add_copy_stream
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from ..media.fmp4 import Fmp4Writer
 from ..recorder.audio import AacAudio
 from ..recorder.segmenter import (
     AUDIO_CODECS,
@@ -103,7 +103,6 @@ _OVERLAP_TOLERANCE = 0.1  # seconds a new source's first fragment may overlap th
 _MUXER_QUEUE_PACKETS = 512
 _MUXER_POLL_SECONDS = 0.5
 _MUXER_JOIN_SECONDS = 10.0
-_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
 
 class LiveSource(StrEnum):
@@ -235,73 +234,30 @@ class _Container:
     ) -> None:
         self.key = object()
         self.zero = zero
-        self.origin_seconds = origin_seconds
-        self.video_time_base = info.time_base
         self.sink = _MemorySink()
         self.init: bytes | None = None
         self.shifts: dict[int, int] = {}
         self.video_track_id = 1
         self.video_scale = 1
-        self._audio_origin: dict[Fraction, int] = {}
-        self._container: Any = cast("Any", av.open)(
+        self._writer = Fmp4Writer(
             self.sink,
-            mode="w",
-            format="mp4",
-            options={
-                "movflags": _MOVFLAGS,
-                "frag_duration": str(int(fragment_seconds * 1_000_000)),
-                "flush_packets": "1",
-                "max_interleave_delta": "1000000",
-            },
+            info,
+            video_extra,
+            audio_extra,
+            origin_seconds=origin_seconds,
+            fragment_seconds=fragment_seconds,
         )
-        try:
-            self.video = add_copy_stream(self._container, info.video_codec)
-            ctx = self.video.codec_context
-            ctx.width = info.width
-            ctx.height = info.height
-            if video_extra:
-                ctx.extradata = video_extra
-            if info.video_codec == "hevc":
-                ctx.codec_tag = "hvc1"
-            self.audio: Any = None
-            if audio_extra is not None and info.audio_codec:
-                self.audio = add_copy_stream(self._container, info.audio_codec)
-                actx = self.audio.codec_context
-                actx.sample_rate = info.audio_sample_rate
-                actx.extradata = audio_extra
-                if info.audio_channels:
-                    with contextlib.suppress(ValueError):
-                        actx.layout = {1: "mono", 2: "stereo"}.get(info.audio_channels, "stereo")
-            self._container.start_encoding()
-        except BaseException:
-            self.close()
-            raise
+        self.audio = self._writer.audio  # None when the camera's audio is not muxed
 
     def write_video(self, data: bytes, dts: int, pts: int, keyframe: bool, duration: int) -> None:
-        packet = av.Packet(data)
-        packet.stream = self.video
-        packet.time_base = self.video_time_base
-        packet.dts = dts
-        packet.pts = pts
-        packet.duration = duration
-        packet.is_keyframe = keyframe
-        self._container.mux_one(packet)
+        """Mux one video packet (relative to the container's first frame)."""
+        self._writer.write_video(data, dts, pts, keyframe, duration)
 
     def write_audio(
         self, data: bytes, dts: int, pts: int, time_base: Fraction, duration: int
     ) -> None:
-        origin = self._audio_origin.get(time_base)
-        if origin is None:
-            origin = self._audio_origin[time_base] = round(self.origin_seconds / time_base)
-        if dts < origin or self.audio is None:
-            return  # before the first video frame
-        packet = av.Packet(data)
-        packet.stream = self.audio
-        packet.time_base = time_base
-        packet.dts = dts - origin
-        packet.pts = max(pts, dts) - origin
-        packet.duration = duration
-        self._container.mux_one(packet)
+        """Mux one audio packet (connection timestamps; before the first frame: dropped)."""
+        self._writer.write_audio(data, dts, pts, time_base, duration)
 
     def take_chunks(self) -> list[LiveChunk]:
         """Cut what the muxer wrote into the init section and complete fragments.
@@ -355,12 +311,11 @@ class _Container:
         return chunks
 
     def close(self) -> None:
-        container, self._container = self._container, None
-        if container is not None:
-            try:
-                container.close()
-            except (av.error.FFmpegError, OSError, ValueError):
-                _LOGGER.debug("Error closing a live muxer", exc_info=True)
+        """Finish the container (its last fragment stays in the buffer for take_chunks)."""
+        try:
+            self._writer.close()
+        except (av.error.FFmpegError, OSError, ValueError):
+            _LOGGER.debug("Error closing a live muxer", exc_info=True)
 
 
 class MemoryMuxer:

@@ -22,7 +22,8 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.lightnvr.compat import add_stream_like
 from custom_components.lightnvr.hls import HLS_URL, vod_playlist_path
-from custom_components.lightnvr.hls.vod import FragmentCache, index_file, parse_tracks, vod_chunks
+from custom_components.lightnvr.hls.vod import FragmentCache, index_file, vod_chunks
+from custom_components.lightnvr.media.bmff import parse_tracks
 from custom_components.lightnvr.recorder.storage import Segment
 
 from .infra.rtsp import RtspServer

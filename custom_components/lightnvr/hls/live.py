@@ -63,6 +63,14 @@ from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from ..media.bmff import (
+    iter_boxes,
+    parse_moof,
+    parse_tracks,
+    retime_fragments,
+    timeline_shifts,
+    video_track,
+)
 from ..media.fmp4 import Fmp4Writer
 from ..recorder.audio import AacAudio
 from ..recorder.segmenter import (
@@ -73,13 +81,10 @@ from ..recorder.segmenter import (
     TimestampRepair,
     adts_header_length,
     adts_to_asc,
-    iter_boxes,
-    parse_moof,
     video_extradata,
 )
 from ..recorder.storage import StorageLayout
 from .playlist import TARGET_TOLERANCE, target_duration
-from .vod import parse_tracks, retime_fragments, timeline_shifts, video_track
 
 if TYPE_CHECKING:
     from ..runtime import LightNvrRuntime

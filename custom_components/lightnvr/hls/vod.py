@@ -22,17 +22,26 @@ Everything here is blocking file work or pure parsing: call it from the executor
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 import os
 from pathlib import Path
 import struct
 import threading
 
-from ..recorder.segmenter import iter_boxes, parse_moof
+from ..media.bmff import (
+    TfdtField,
+    TrackInfo,
+    iter_file_boxes,
+    parse_moof,
+    parse_tracks,
+    patch_tfdt,
+    timeline_shifts,
+    traf_fields,
+    video_track,
+)
 from ..recorder.storage import Segment
 
-_HANDLER_VIDEO = b"vide"
 # An index entry costs ~100 bytes per fragment: ~6 kB for a 60 s file.
 DEFAULT_CACHE_FILES = 2048
 # If a file's name-derived start and its mtime-derived start disagree by more than this, the
@@ -41,119 +50,6 @@ _MAX_START_DISAGREEMENT = 2.0
 
 
 # ----- ISO BMFF boxes -------------------------------------------------------------------------
-
-
-def _child(data: bytes | bytearray, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
-    for box, _, body, box_end in iter_boxes(data, start, end):
-        if box == kind:
-            return body, box_end
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class TrackInfo:
-    """One track of an init section."""
-
-    track_id: int
-    timescale: int
-    handler: str  # "vide", "soun", …
-
-
-def parse_tracks(init: bytes | bytearray) -> dict[int, TrackInfo]:
-    """Return the tracks described by an init section (`ftyp`+`moov`), by track id."""
-    tracks: dict[int, TrackInfo] = {}
-    moov = next(((body, end) for kind, _, body, end in iter_boxes(init) if kind == b"moov"), None)
-    if moov is None:
-        return tracks
-    for kind, _, body, end in iter_boxes(init, *moov):
-        if kind != b"trak":
-            continue
-        tkhd = _child(init, body, end, b"tkhd")
-        mdia = _child(init, body, end, b"mdia")
-        if tkhd is None or mdia is None:
-            continue
-        version = init[tkhd[0]]
-        track_id = struct.unpack_from(">I", init, tkhd[0] + (20 if version == 1 else 12))[0]
-        mdhd = _child(init, mdia[0], mdia[1], b"mdhd")
-        hdlr = _child(init, mdia[0], mdia[1], b"hdlr")
-        if mdhd is None:
-            continue
-        mversion = init[mdhd[0]]
-        timescale = struct.unpack_from(">I", init, mdhd[0] + (20 if mversion == 1 else 12))[0]
-        handler = bytes(init[hdlr[0] + 8 : hdlr[0] + 12]) if hdlr is not None else b""
-        tracks[track_id] = TrackInfo(track_id, timescale, handler.decode("latin-1"))
-    return tracks
-
-
-def video_track(tracks: Mapping[int, TrackInfo]) -> TrackInfo | None:
-    """Return the (first) video track."""
-    return next(
-        (t for t in sorted(tracks.values(), key=lambda t: t.track_id) if t.handler == "vide"),
-        None,
-    )
-
-
-def timeline_shifts(tracks: Mapping[int, TrackInfo], zero: float) -> dict[int, int]:
-    """Return, per track, the ticks that put decode time 0 at epoch second `zero`."""
-    return {tid: round(zero * track.timescale) for tid, track in tracks.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class TfdtField:
-    """Where one `tfdt` value sits in a file, and what it says."""
-
-    position: int  # absolute file offset of the value
-    size: int  # 8 (version 1) or 4 (version 0)
-    track_id: int
-    value: int
-
-
-def _traf_fields(
-    data: bytes | bytearray, moof_body: int, moof_end: int, base: int
-) -> Iterator[TfdtField]:
-    """Yield the tfdt fields of a moof's trafs; `base` maps buffer offsets to file offsets."""
-    for kind, _, body, end in iter_boxes(data, moof_body, moof_end):
-        if kind != b"traf":
-            continue
-        track_id: int | None = None
-        field: tuple[int, int, int] | None = None
-        for box, _, bbody, bend in iter_boxes(data, body, end):
-            if box == b"tfhd" and bend - bbody >= 8:
-                track_id = struct.unpack_from(">I", data, bbody + 4)[0]
-            elif box == b"tfdt" and bend - bbody >= 8:
-                if data[bbody] == 1 and bend - bbody >= 12:
-                    field = (bbody + 4, 8, struct.unpack_from(">Q", data, bbody + 4)[0])
-                else:
-                    field = (bbody + 4, 4, struct.unpack_from(">I", data, bbody + 4)[0])
-        if track_id is not None and field is not None:
-            yield TfdtField(base + field[0], field[1], track_id, field[2])
-
-
-def retime_fragments(data: bytearray, shifts: Mapping[int, int]) -> None:
-    """Shift the tfdt of every fragment in `data` (whole moof+mdat pairs) in place."""
-    for kind, _, body, end in iter_boxes(data):
-        if kind == b"moof":
-            for tfdt in _traf_fields(data, body, end, 0):
-                _patch(data, 0, tfdt, shifts)
-
-
-def _patch(data: bytearray, data_offset: int, tfdt: TfdtField, shifts: Mapping[int, int]) -> None:
-    """Write the shifted value of `tfdt` into `data`, which holds the file from `data_offset`."""
-    shift = shifts.get(tfdt.track_id)
-    if not shift:
-        return
-    value = tfdt.value + shift
-    if tfdt.size == 4:
-        if value >= 1 << 32:
-            return  # cannot hold it; FFmpeg's muxer always writes version 1 anyway
-        raw = value.to_bytes(4, "big")
-    else:
-        raw = value.to_bytes(8, "big")
-    start = tfdt.position - data_offset
-    lo = max(0, -start)
-    hi = min(len(raw), len(data) - start)
-    if lo < hi:
-        data[start + lo : start + hi] = raw[lo:hi]
 
 
 # ----- the fragment index of a file -----------------------------------------------------------
@@ -211,7 +107,7 @@ class FileIndex:
         shifts = timeline_shifts(self.tracks, zero)
         for tfdt in self.tfdts:
             if tfdt.position + tfdt.size > start and tfdt.position < start + len(data):
-                _patch(data, start, tfdt, shifts)
+                patch_tfdt(data, start, tfdt, shifts)
         return bytes(data)
 
 
@@ -231,23 +127,7 @@ def index_file(path: Path) -> FileIndex:
         tracks: dict[int, TrackInfo] = {}
         video: TrackInfo | None = None
         moof: tuple[int, int, bytes] | None = None
-        offset = 0
-        while offset + 8 <= size:
-            file.seek(offset)
-            header = file.read(16)
-            if len(header) < 8:
-                break
-            box_size, kind = struct.unpack(">I4s", header[:8])
-            head = 8
-            if box_size == 1:
-                if len(header) < 16:
-                    break
-                box_size = struct.unpack(">Q", header[8:16])[0]
-                head = 16
-            elif box_size == 0:
-                box_size = size - offset
-            if box_size < head or offset + box_size > size:
-                break  # a cut-off tail: what came before still plays
+        for kind, offset, head, box_size in iter_file_boxes(file, size):
             if kind in (b"ftyp", b"moov") and not fragments:
                 file.seek(offset)
                 init += file.read(box_size)
@@ -268,9 +148,8 @@ def index_file(path: Path) -> FileIndex:
                             moof_offset, offset + box_size - moof_offset, base, duration, keyframe
                         )
                     )
-                    tfdts.extend(_traf_fields(body, 0, len(body), moof_offset + moof_head))
+                    tfdts.extend(traf_fields(body, 0, len(body), moof_offset + moof_head))
                 moof = None
-            offset += box_size
     if video is None or not init_length:
         raise NotFragmentedError(path.name)
     return FileIndex(

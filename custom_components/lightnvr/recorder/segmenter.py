@@ -37,7 +37,6 @@ from fractions import Fraction
 import logging
 import os
 from pathlib import Path
-import struct
 import threading
 import time
 from typing import Protocol
@@ -47,6 +46,7 @@ import av.error
 
 from ..h264 import parameter_sets_annexb
 from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
+from ..media.bmff import FragmentFollower, parse_moof
 from ..media.fmp4 import Fmp4Writer
 from .audio import AacAudio
 from .storage import Segment, StorageLayout, recover_part
@@ -86,7 +86,6 @@ _BACKWARD_CLAMP_SECONDS = 1.0
 # A segment start taken from the media clock may drift from the wall clock by this much before
 # it is re-anchored on the packet's arrival time.
 _MAX_START_DRIFT_SECONDS = 1.0
-_NON_SYNC_SAMPLE = 0x00010000  # ISO BMFF sample flag: sample_is_non_sync_sample
 
 
 class PacketSource(Protocol):
@@ -264,95 +263,6 @@ class TimestampRepair:
 # ----- fragment tracking -----------------------------------------------------------------------
 
 
-def iter_boxes(
-    data: bytes | bytearray, start: int = 0, end: int | None = None
-) -> Iterator[tuple[bytes, int, int, int]]:
-    """Yield (type, box start, body start, box end) of the ISO BMFF boxes in data[start:end].
-
-    Stops at the first box that is cut short (a fragment still being written).
-    """
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                return
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield bytes(kind), pos, pos + header, pos + size
-        pos += size
-
-
-def _children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """Yield (type, body start, box end) of the ISO BMFF boxes in data[start:end]."""
-    for kind, _, body, box_end in iter_boxes(data, start, end):
-        yield kind, body, box_end
-
-
-def parse_moof(body: bytes, track_id: int) -> tuple[int, int, bool] | None:
-    """Return (base decode time, duration, starts with a sync sample) of a track in a `moof`.
-
-    Times are in the track's timescale. Only the fields the muxer writes are read (tfhd
-    defaults, tfdt, trun per-sample durations and flags).
-    """
-    for kind, start, end in _children(body, 0, len(body)):
-        if kind != b"traf":
-            continue
-        found: int | None = None
-        default_duration = 0
-        default_flags: int | None = None
-        base = 0
-        duration = 0
-        first_flags: int | None = None
-        for box, bstart, bend in _children(body, start, end):
-            if bend - bstart < 8:
-                continue
-            flags = int.from_bytes(body[bstart + 1 : bstart + 4], "big")
-            if box == b"tfhd":
-                found = struct.unpack_from(">I", body, bstart + 4)[0]
-                pos = bstart + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
-                if flags & 0x8:
-                    default_duration = struct.unpack_from(">I", body, pos)[0]
-                    pos += 4
-                pos += 4 if flags & 0x10 else 0
-                if flags & 0x20:
-                    default_flags = struct.unpack_from(">I", body, pos)[0]
-            elif box == b"tfdt":
-                if body[bstart] == 1:
-                    base = struct.unpack_from(">Q", body, bstart + 4)[0]
-                else:
-                    base = struct.unpack_from(">I", body, bstart + 4)[0]
-            elif box == b"trun":
-                count = struct.unpack_from(">I", body, bstart + 4)[0]
-                pos = bstart + 8 + (4 if flags & 0x1 else 0)
-                if flags & 0x4:
-                    if first_flags is None:
-                        first_flags = struct.unpack_from(">I", body, pos)[0]
-                    pos += 4
-                fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit]
-                if 0x100 not in fields:
-                    duration += default_duration * count
-                for index in range(count):
-                    entry = pos + index * 4 * len(fields)
-                    for number, bit in enumerate(fields):
-                        value = struct.unpack_from(">I", body, entry + 4 * number)[0]
-                        if bit == 0x100:
-                            duration += value
-                        elif bit == 0x400 and index == 0 and first_flags is None:
-                            first_flags = value
-        if found == track_id:
-            if first_flags is None:
-                first_flags = default_flags if default_flags is not None else 0
-            return base, duration, not first_flags & _NON_SYNC_SAMPLE
-    return None
-
-
 class _FragmentSink:
     """The file object PyAV writes the MP4 into.
 
@@ -365,15 +275,26 @@ class _FragmentSink:
     def __init__(self, path: Path) -> None:
         # "x": never overwrite a file, whatever the name.
         self._file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
-        self.position = 0
-        self.init_length = 0
-        self._header = b""
-        self._remaining = 0  # body bytes of the current box still to come
-        self._box_type = b""
-        self._box_start = 0
-        self._moof: tuple[int, bytearray] | None = None
-        self._collect: bytearray | None = None
-        self.fragments: list[tuple[int, int, bytes]] = []  # (offset, length, moof body)
+        self._follower = FragmentFollower()
+
+    @property
+    def position(self) -> int:
+        """Return the bytes written."""
+        return self._follower.position
+
+    @property
+    def init_length(self) -> int:
+        """Return the bytes of the init section, 0 until it is written."""
+        return self._follower.init_length
+
+    @property
+    def fragments(self) -> list[tuple[int, int, bytes]]:
+        """Return the complete fragments not taken yet: (offset, length, moof body)."""
+        return self._follower.fragments
+
+    @fragments.setter
+    def fragments(self, value: list[tuple[int, int, bytes]]) -> None:
+        self._follower.fragments = value
 
     def write(self, data: bytes) -> int:
         """Write everything (called by PyAV from the muxer)."""
@@ -383,52 +304,8 @@ class _FragmentSink:
             if not written:
                 raise OSError("short write")
             view = view[written:]
-        self._follow(data)
+        self._follower.feed(data)
         return len(data)
-
-    def _follow(self, data: bytes) -> None:
-        pos = 0
-        size = len(data)
-        while pos < size:
-            if self._remaining:
-                take = min(self._remaining, size - pos)
-                if self._collect is not None:
-                    self._collect += data[pos : pos + take]
-                pos += take
-                self.position += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._box_done()
-                continue
-            need = 16 if self._header[:4] == b"\x00\x00\x00\x01" else 8
-            take = min(need - len(self._header), size - pos)
-            self._header += data[pos : pos + take]
-            pos += take
-            self.position += take
-            if len(self._header) < 8 or (
-                self._header[:4] == b"\x00\x00\x00\x01" and len(self._header) < 16
-            ):
-                continue
-            box_size, self._box_type = struct.unpack(">I4s", self._header[:8])
-            if box_size == 1:
-                box_size = struct.unpack(">Q", self._header[8:16])[0]
-            self._box_start = self.position - len(self._header)
-            self._remaining = max(0, box_size - len(self._header))
-            self._header = b""
-            self._collect = bytearray() if self._box_type == b"moof" else None
-            if not self._remaining:
-                self._box_done()
-
-    def _box_done(self) -> None:
-        if self._box_type == b"moov":
-            self.init_length = self.position
-        elif self._box_type == b"moof" and self._collect is not None:
-            self._moof = (self._box_start, self._collect)
-        elif self._box_type == b"mdat" and self._moof is not None:
-            offset, body = self._moof
-            self.fragments.append((offset, self.position - offset, bytes(body)))
-            self._moof = None
-        self._collect = None
 
     def sync_and_close(self) -> None:
         """Flush to the disk itself (the segment is final) and close."""

@@ -29,12 +29,13 @@ import os
 from pathlib import Path, PurePosixPath
 import re
 import shutil
-import struct
 import threading
 import time
 from typing import BinaryIO, NamedTuple, Protocol
 
 import av
+
+from ..media.bmff import iter_file_boxes
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -448,21 +449,7 @@ def complete_fragments_end(file: BinaryIO, size: int) -> int:
     end = 0
     seen_moov = False
     moof_open = False
-    offset = 0
-    while offset + 8 <= size:
-        file.seek(offset)
-        header = file.read(16)
-        if len(header) < 8:
-            break
-        box_size, box_type = struct.unpack(">I4s", header[:8])
-        if box_size == 1:
-            if len(header) < 16:
-                break
-            box_size = struct.unpack(">Q", header[8:16])[0]
-        elif box_size == 0:
-            box_size = size - offset  # "to the end of the file": only complete if it is there
-        if box_size < 8 or offset + box_size > size:
-            break
+    for box_type, offset, _, box_size in iter_file_boxes(file, size):
         if box_type == b"moov":
             seen_moov = True
         elif box_type == b"moof":
@@ -470,7 +457,6 @@ def complete_fragments_end(file: BinaryIO, size: int) -> int:
         elif box_type == b"mdat" and moof_open and seen_moov:
             moof_open = False
             end = offset + box_size
-        offset += box_size
     return end
 
 

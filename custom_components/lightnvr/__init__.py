@@ -14,7 +14,7 @@ from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
 from .entity import async_remove_stale_entities
-from .hls import async_register_hls_views
+from .hls import HlsService, async_register_hls_views
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipManager
 from .recorder.manager import RecorderManager
@@ -87,6 +87,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         await runtime.async_stop()
         raise
     entry.runtime_data = runtime
+    # Started with the entry, HLS remembers the recorder's newest fragments from the beginning,
+    # so even the first live request gets a playlist with segments at once.
+    runtime.hls = HlsService(hass, runtime)
+    runtime.hls.async_start()
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
 
     async def _async_on_hass_stop(_event: Event) -> None:

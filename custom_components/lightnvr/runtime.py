@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
@@ -23,6 +23,16 @@ from .recorder.manager import RecorderManager
 _LOGGER = logging.getLogger(__name__)
 
 type CameraEntityFactory = Callable[[CameraConfig], None]
+
+
+class HlsServiceLike(Protocol):
+    """The runtime's view of its HLS service (hls.views.HlsService; hls imports runtime)."""
+
+    def async_start(self) -> None:
+        """Start following the recorder."""
+
+    async def async_stop(self) -> None:
+        """Stop every live stream and join every thread."""
 
 
 def camera_removed_signal(camera_id: str) -> str:
@@ -48,6 +58,8 @@ class LightNvrRuntime:
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
     detection: dict[str, DetectionPipeline] = field(default_factory=dict)
     detection_events: dict[str, DetectionEvents] = field(default_factory=dict)
+    # Live and recorded HLS (hls.views.HlsService): set once the recorder runs.
+    hls: HlsServiceLike | None = None
     stopped: bool = False
 
     def detection_options(self, camera: CameraConfig) -> DetectionOptions:
@@ -144,6 +156,9 @@ class LightNvrRuntime:
         await self.clips.async_stop()
         await self.recorder.async_stop()
         await self.engine.async_stop()
+        if self.hls is not None:
+            # Last: with the hubs stopped its muxer threads are ending by themselves.
+            await self.hls.async_stop()
 
     async def async_apply_cameras(self, wanted: dict[str, CameraConfig]) -> None:
         """Bring the running cameras in line with the subentries."""

@@ -27,7 +27,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-import functools
 from http import HTTPStatus
 import logging
 import math
@@ -42,14 +41,8 @@ from homeassistant.components.http import (
     HomeAssistantView,
 )
 from homeassistant.components.http.auth import async_sign_path
-from homeassistant.config_entries import (
-    SIGNAL_CONFIG_ENTRY_CHANGED,
-    ConfigEntry,
-    ConfigEntryChange,
-    ConfigEntryState,
-)
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
 
@@ -138,57 +131,29 @@ class HlsService:
 
 
 class HlsRegistry:
-    """Finds (and creates) the HlsService of the loaded hub entry for the views."""
+    """What the views share for the whole HA run: how to reach the loaded hub's HLS service.
+
+    The service itself belongs to the hub entry's runtime (created, started and stopped with
+    it, like the recorder); the views only look it up on each request.
+    """
 
     def __init__(self, hass: HomeAssistant) -> None:
-        """Create an empty registry."""
+        """Create the views' shared state."""
         self.hass = hass
-        self._services: dict[str, HlsService] = {}
         # Shared by every entry (and reload) of the run: the limits are on this process's work.
         self.vod_builds = VodBuildLimiter()
 
     @callback
-    def async_follow_entries(self) -> Callable[[], None]:
-        """Create the service as soon as a hub entry is loaded; return a remover.
-
-        Started with the entry, the service remembers the recorder's newest fragments from
-        the beginning, so even the first live request gets a playlist with segments at once.
-        """
-
-        @callback
-        def _changed(change: ConfigEntryChange, entry: ConfigEntry) -> None:
-            if entry.domain == DOMAIN and entry.state is ConfigEntryState.LOADED:
-                self.service()
-
-        return async_dispatcher_connect(self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, _changed)
-
-    @callback
     def service(self) -> HlsService | None:
-        """Return the service of the loaded hub entry, or None when none is loaded."""
+        """Return the HLS service of the loaded hub entry, or None when none is loaded."""
         entries: list[LightNvrConfigEntry] = self.hass.config_entries.async_loaded_entries(DOMAIN)
-        if not entries:
+        if not entries or entries[0].state is not ConfigEntryState.LOADED:
             return None
-        entry = entries[0]
-        if entry.state is not ConfigEntryState.LOADED:
-            return None
-        service = self._services.get(entry.entry_id)
-        if service is not None and service.runtime is entry.runtime_data:
-            return service
-        service = HlsService(self.hass, entry.runtime_data)
-        service.async_start()
-        self._services[entry.entry_id] = service
-        # Runs after the entry's own unload (hubs already stopped, so the muxer threads are
-        # ending by themselves): stop timers and join the threads.
-        entry.async_on_unload(functools.partial(self._async_unload, entry.entry_id, service))
-        return service
-
-    async def _async_unload(self, entry_id: str, service: HlsService) -> None:
-        if self._services.get(entry_id) is service:
-            del self._services[entry_id]
-        await service.async_stop()
+        hls = entries[0].runtime_data.hls
+        return hls if isinstance(hls, HlsService) else None
 
 
-# The views live for the whole HA run, so their registry does too (not per entry).
+# The views live for the whole HA run (they cannot be removed), so does their shared state.
 DATA_HLS_REGISTRY: HassKey[HlsRegistry] = HassKey(f"{DOMAIN}_hls_registry")
 
 
@@ -198,7 +163,6 @@ def async_register_hls_views(hass: HomeAssistant) -> HlsRegistry:
     if (existing := hass.data.get(DATA_HLS_REGISTRY)) is not None:
         return existing
     registry = hass.data[DATA_HLS_REGISTRY] = HlsRegistry(hass)
-    registry.async_follow_entries()  # lives as long as the views: the whole HA run
     for view in (
         LivePlaylistView,
         LiveInitView,

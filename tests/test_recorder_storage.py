@@ -1,4 +1,7 @@
-"""Recording storage: layout and time zone, index scan, path safety, retention, recovery."""
+"""Recording storage: layout and time zone, index scan, path safety, retention, recovery.
+
+Also the day tree recordings and clips share (`recorder/files.py`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ from custom_components.lightnvr.recorder.clips import (
     ClipLayout,
     ClipRetentionPeer,
     EventClip,
+    recover_clip_part,
+    scan_clips,
+    sidecar_path,
+    snapshot_path,
+    write_sidecar,
 )
 from custom_components.lightnvr.recorder.storage import (
     PART_SUFFIX,
@@ -380,3 +388,81 @@ async def test_recover_parts_deletes_what_holds_nothing(
     assert recovered[0].duration == pytest.approx(10.0, abs=0.05)
     assert not list(tmp_path.rglob("*" + PART_SUFFIX))
     assert [p.name for p in tmp_path.rglob("*.mp4")] == ["08-00-00.mp4"]
+
+
+# ----- the shared day tree (recordings and clips) ----------------------------------------------
+
+
+async def test_both_naming_rules_do_not_mix(tmp_path: Path) -> None:
+    """Recordings and clips under one storage root: each scan finds its own files only."""
+    recordings = StorageLayout(tmp_path, UTC)
+    clips = ClipLayout(tmp_path, UTC)
+    start = _epoch(2025, 5, 4, 10, 0, 0, tz=UTC)
+    segment = _fake_segment(recordings, "cam1", start, 60, 100)
+    made: list[Path] = []
+    for label in ("Person", "1"):  # a label like a number is still a clip, in its own tree
+        part = clips.new_part_path("cam1", start, label)
+        part.write_bytes(b"\0" * 50)
+        write_sidecar(sidecar_path(part), {"start": start, "labels": [label]})
+        made.append(clips.finish(part, start + 20))
+    assert [clips.relative(path) for path in made] == [
+        "events/cam1/2025-05-04/10-00-00_person.mp4",
+        "events/cam1/2025-05-04/10-00-00_1.mp4",
+    ]
+    assert made[0].stat().st_mtime == pytest.approx(start + 20)
+    # Names of the other kind, copied into each other's day folders, are foreign there.
+    (segment.path.parent / "10-00-00_person.mp4").write_bytes(b"x")
+    (made[0].parent / "10-00-00.mp4").write_bytes(b"x")
+
+    found = scan_storage(recordings)
+    assert [s.path for s in found.segments] == [segment.path]
+    assert found.parts == []
+    scanned = scan_clips(clips)
+    assert sorted((c.path, c.labels, c.end) for c in scanned.clips) == sorted(
+        [(made[0], ("Person",), start + 20), (made[1], ("1",), start + 20)]
+    )
+    assert scanned.parts == []
+    # The clip scan deletes only its own orphaned side files, never a foreign file.
+    assert (made[0].parent / "10-00-00.mp4").exists()
+    assert sidecar_path(made[1]).exists()
+
+
+async def test_recovered_clip_never_overwrites_and_stays_scannable(
+    tmp_path: Path, fragmented_clip: Path
+) -> None:
+    """A clip part whose name was taken meanwhile gets the next free `_n`; side files follow."""
+    layout = ClipLayout(tmp_path, UTC)
+    start = _epoch(2025, 7, 14, 8, 0, 0, tz=UTC)
+    folder = layout.camera_dir("cam1") / "2025-07-14"
+    folder.mkdir(parents=True)
+    part = folder / ("08-00-00_person_1.mp4" + PART_SUFFIX)
+    part.write_bytes(fragmented_clip.read_bytes())
+    write_sidecar(sidecar_path(part), {"start": start, "labels": ["person"]})
+    snapshot_path(part).write_bytes(b"jpeg")
+    for taken in ("08-00-00_person.mp4", "08-00-00_person_1.mp4"):  # copied in by hand
+        (folder / taken).write_bytes(b"keep me")
+
+    clip = recover_clip_part(layout, "cam1", part)
+    assert clip is not None
+    assert clip.path.name == "08-00-00_person_2.mp4"
+    assert (folder / "08-00-00_person.mp4").read_bytes() == b"keep me"
+    assert (folder / "08-00-00_person_1.mp4").read_bytes() == b"keep me"
+    assert clip.snapshot == folder / "08-00-00_person_2.jpg"
+    assert clip.labels == ("person",)
+    assert clip.start == start
+    assert clip.path.stat().st_mtime == pytest.approx(clip.end, abs=0.01)
+    assert clip.duration == pytest.approx(10.0, abs=0.05)
+    assert not sidecar_path(part).exists()
+    assert not snapshot_path(part).exists()
+    assert clip.path in {c.path for c in scan_clips(layout).clips}
+
+
+async def test_emptied_folders_go_but_never_the_root(tmp_path: Path) -> None:
+    """Deleting the last file of a day removes the day and camera folders, not the root."""
+    layout = StorageLayout(tmp_path / "rec", UTC)
+    segment = _fake_segment(layout, "cam1", _epoch(2025, 5, 4, 10, 0, 0, tz=UTC), 60, 10)
+    layout.delete(segment.path)
+    assert not layout.camera_dir("cam1").exists()
+    assert layout.root.is_dir()
+    layout.remove_empty_dirs(layout.root)
+    assert layout.root.is_dir()

@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from ..h264 import has_parameter_sets, parameter_sets_annexb
 from ..hub import MediaPacket, StreamHub, video_decoder
+from ..media.consumer import PacketConsumer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ _QUEUE_PACKETS = 1024
 # Decoding more than this much video behind the camera: skip ahead to the next keyframe.
 _MAX_BACKLOG_SECONDS = 1.0
 _FALLBACK_FPS = 25.0
-# The blocking get() wakes up this often to notice a stop even without packets.
-_POLL_SECONDS = 0.5
 _JOIN_SECONDS = 5.0
 # pts -> arrival time of recent packets, to date the frames a decoder hands back.
 _ARRIVALS_KEPT = 32
@@ -122,8 +121,13 @@ class FrameStats:
     thread_id: int | None  # native id of the worker thread (the benchmark reads its CPU time)
 
 
-class FrameSource:
-    """Decodes one hub's video in a worker thread and keeps the newest frame for detection."""
+class FrameSource(PacketConsumer):
+    """Decodes one hub's video in a worker thread and keeps the newest frame for detection.
+
+    The worker is the shared consumer skeleton (`media.consumer`): packets one by one as they
+    come (no batching, detection wants the newest frame), a new subscription after the hub was
+    stopped and started again, nothing drained on stop.
+    """
 
     def __init__(
         self,
@@ -137,6 +141,15 @@ class FrameSource:
         """Prepare a source; nothing runs before `start`."""
         if fps <= 0:
             raise ValueError("fps must be positive")
+        super().__init__(
+            hub,
+            label=f"Detection decoder of {name}",
+            thread_name=f"lightnvr-frames-{name}",
+            queue_packets=_QUEUE_PACKETS,
+            batch_seconds=None,
+            drain_on_stop=False,
+            join_seconds=_JOIN_SECONDS,
+        )
         self._hub = hub
         self.name = name
         self.fps = fps
@@ -144,9 +157,6 @@ class FrameSource:
         self._width = max(16, int(width) // 2 * 2)
         self._force_keyframes = keyframes_only
 
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._queue: Any = None  # ThreadPacketQueue while running
         self._slot = threading.Condition()
         self._latest: DetectionFrame | None = None
         self._taken = 0  # highest seq handed to the consumer
@@ -161,48 +171,27 @@ class FrameSource:
         self._gop_seconds: float | None = None
         self._keyframes_only = keyframes_only
         self._arrivals: OrderedDict[int, float] = OrderedDict()
-        self._lost_seen = 0
         self._seq = 0
-        self._thread_id: int | None = None
 
         self._packets = 0
         self._decoded = 0
         self._kept = 0
-        self._dropped = 0
+        self._dropped_frames = 0
         self._skipped = 0
         self._decode_errors = 0
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the worker thread (non-blocking)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._queue = self._hub.subscribe_thread(_QUEUE_PACKETS, from_keyframe=True)
-        self._thread = threading.Thread(
-            target=self._run, name=f"lightnvr-frames-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop and join the worker; wake a waiting consumer. Blocking: use an executor."""
-        self._stop.set()
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            self._hub.unsubscribe(queue)  # closes it: a blocked get() returns at once
+    def request_stop(self) -> None:
+        """Ask the worker to end and wake a waiting consumer (does not wait)."""
+        super().request_stop()
         with self._slot:
             self._slot.notify_all()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(_JOIN_SECONDS)
-            if thread.is_alive():
-                _LOGGER.warning("Detection decoder of %s did not stop in time", self.name)
 
     @property
     def running(self) -> bool:
         """Return True while the worker runs."""
-        return self._thread is not None and not self._stop.is_set()
+        return self._thread is not None and not self._stopping.is_set()
 
     # ----- consumer (any thread) ----------------------------------------------------------------
 
@@ -220,7 +209,7 @@ class FrameSource:
                     self._taken = max(self._taken, frame.seq)
                     return frame
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
+                if remaining <= 0 or self._stopping.is_set():
                     return None
                 self._slot.wait(remaining)
 
@@ -235,7 +224,7 @@ class FrameSource:
             packets=self._packets,
             decoded=self._decoded,
             kept=self._kept,
-            dropped=self._dropped,
+            dropped=self._dropped_frames,
             skipped=self._skipped,
             decode_errors=self._decode_errors,
             keyframes_only=self._keyframes_only,
@@ -244,39 +233,26 @@ class FrameSource:
 
     # ----- worker thread ------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        self._thread_id = threading.get_native_id()
-        queue = self._queue
-        try:
-            while queue is not None and not self._stop.is_set():
-                try:
-                    packet = queue.get(timeout=_POLL_SECONDS)
-                except EOFError:
-                    if self._stop.is_set():
-                        break
-                    # The hub was stopped under us (and may be started again): subscribe anew.
-                    if self._stop.wait(_POLL_SECONDS):
-                        break
-                    queue = self._queue = self._hub.subscribe_thread(
-                        _QUEUE_PACKETS, from_keyframe=True
-                    )
-                    self._need_keyframe = True
-                    self._lost_seen = 0
-                    continue
-                if packet is None or packet.kind != "video":
-                    continue
-                try:
-                    self._handle(packet, queue)
-                except Exception:
-                    # Never let one bad packet kill detection for the camera.
-                    _LOGGER.exception("Detection decoder of %s failed on a packet", self.name)
-                    self._reset_decoder()
-        finally:
-            if queue is not None:
-                self._hub.unsubscribe(queue)  # idempotent; covers a queue made during stop()
-            self._decoder = None
+    def _on_subscribed(self) -> None:
+        self._need_keyframe = True  # a new subscription starts at the hub's cached keyframe
 
-    def _handle(self, packet: MediaPacket, queue: Any) -> None:
+    def _on_drops(self, count: int) -> None:
+        self._need_keyframe = True  # the hub dropped packets: references are missing
+
+    def _on_exit(self) -> None:
+        self._decoder = None
+
+    def _handle_packet(self, packet: MediaPacket) -> None:
+        if packet.kind != "video":
+            return
+        try:
+            self._handle(packet)
+        except Exception:
+            # Never let one bad packet kill detection for the camera.
+            _LOGGER.exception("Detection decoder of %s failed on a packet", self.name)
+            self._reset_decoder()
+
+    def _handle(self, packet: MediaPacket) -> None:
         self._packets += 1
         if packet.generation != self._generation:
             # A new connection: new stream parameters, timestamps start over.
@@ -284,11 +260,9 @@ class FrameSource:
             self._reset_decoder()
             self._next_due = None
             self._last_keyframe_time = None
-        lost = queue.dropped
-        if lost != self._lost_seen:
-            self._lost_seen = lost
-            self._need_keyframe = True  # the hub dropped packets: references are missing
-        if not packet.keyframe and len(queue) > self._backlog_limit():
+        queue = self._queue
+        backlog = len(queue) if queue is not None else 0
+        if not packet.keyframe and backlog > self._backlog_limit():
             self._need_keyframe = True  # far behind the camera: catch up at the next keyframe
         if packet.keyframe:
             self._on_keyframe(packet)
@@ -406,7 +380,7 @@ class FrameSource:
         with self._slot:
             previous = self._latest
             if previous is not None and previous.seq > self._taken:
-                self._dropped += 1  # the consumer never saw it: dropped, not queued
+                self._dropped_frames += 1  # the consumer never saw it: dropped, not queued
             self._latest = frame
             self._slot.notify_all()
 

@@ -8,13 +8,13 @@ Where the segments come from (no second camera connection, no second remux of wh
   keyframe) and its init section is the first `init_length` bytes of that file. Nothing is
   muxed twice. The newest fragments are always remembered (a few seconds of `FragmentInfo`,
   no bytes), so the first viewer gets a playlist with segments at once.
-- **Recording off** (or paused, or not started yet): an in-memory fMP4 muxer (`MemoryMuxer`,
-  stream copy, one thread) subscribes to the camera's StreamHub, the same shared connection
-  every consumer uses. It is started by the first live request and stopped once nobody asked
-  for a playlist or segment for `LIVE_IDLE_TIMEOUT` seconds, so no disk is needed and an
-  unwatched camera costs nothing. It starts from the hub's cached GOP, so its first segment is
-  ready at the camera's next keyframe. Like the recorder, it transcodes audio other than AAC
-  to AAC (`recorder.audio.AacAudio`).
+- **Recording off** (or paused, or not started yet): an in-memory fMP4 muxer
+  (`live_muxer.MemoryMuxer`, stream copy, one thread) subscribes to the camera's StreamHub, the
+  same shared connection every consumer uses. It is started by the first live request and
+  stopped once nobody asked for a playlist or segment for `LIVE_IDLE_TIMEOUT` seconds, so no
+  disk is needed and an unwatched camera costs nothing. It starts from the hub's cached GOP, so
+  its first segment is ready at the camera's next keyframe. Like the recorder, it transcodes
+  audio other than AAC to AAC (`recorder.audio.AacAudio`).
 - The two switch over by themselves: when the recorder starts writing while the muxer runs,
   its first keyframe fragment takes over and the muxer stops; when the recorder stops (switch
   off, storage full), the muxer starts. A switch, a new recording file or a new camera
@@ -46,52 +46,54 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 import contextlib
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from fractions import Fraction
 import logging
-from pathlib import Path
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import av
-import av.error
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
-from ..media.bmff import (
-    iter_boxes,
-    parse_moof,
-    parse_tracks,
-    retime_fragments,
-    timeline_shifts,
-    video_track,
+from ..media.bmff import parse_tracks, retime_fragments, timeline_shifts
+from ..recorder.segmenter import FragmentInfo, PacketSource
+from .live_muxer import MemoryMuxer
+from .live_types import (
+    LIVE_TARGET_SECONDS,
+    LiveChunk,
+    LiveInit,
+    LiveSegment,
+    LiveSource,
+    LiveWindow,
+    chunk_from_fragment,
+    read_recording_range,
 )
-from ..media.fmp4 import Fmp4Writer
-from ..recorder.audio import AacAudio
-from ..recorder.segmenter import (
-    AUDIO_CODECS,
-    VIDEO_CODECS,
-    FragmentInfo,
-    PacketSource,
-    TimestampRepair,
-    adts_header_length,
-    adts_to_asc,
-    video_extradata,
-)
-from ..recorder.storage import StorageLayout
 from .playlist import TARGET_TOLERANCE, target_duration
 
 if TYPE_CHECKING:
     from ..runtime import LightNvrRuntime
 
+# Names importers take from here (the muxer and the shared types have modules of their own).
+__all__ = [
+    "LIVE_FIRST_SEGMENT_TIMEOUT",
+    "LIVE_IDLE_TIMEOUT",
+    "LIVE_KEPT_SEGMENTS",
+    "LIVE_TARGET_SECONDS",
+    "LIVE_WINDOW_SEGMENTS",
+    "LiveCamera",
+    "LiveChunk",
+    "LiveHls",
+    "LiveInit",
+    "LiveSegment",
+    "LiveSource",
+    "LiveWindow",
+    "MemoryMuxer",
+    "chunk_from_fragment",
+    "read_recording_range",
+]
+
 _LOGGER = logging.getLogger(__name__)
 
-LIVE_TARGET_SECONDS = 2.0
 LIVE_WINDOW_SEGMENTS = 6  # listed in the playlist (~12 s)
 LIVE_KEPT_SEGMENTS = 4  # still served after leaving the playlist, for players that lag behind
 LIVE_IDLE_TIMEOUT = 60.0  # seconds without a request before a camera's live HLS stops
@@ -105,423 +107,6 @@ _RECORDER_FRESH_SECONDS = 3.0
 _RECORDER_SETTLE_SECONDS = 1.0
 _MUXER_RESTART_SECONDS = 1.0
 _OVERLAP_TOLERANCE = 0.1  # seconds a new source's first fragment may overlap the last segment
-_MUXER_QUEUE_PACKETS = 512
-_MUXER_POLL_SECONDS = 0.5
-_MUXER_JOIN_SECONDS = 10.0
-
-
-class LiveSource(StrEnum):
-    """Where a camera's live segments come from."""
-
-    RECORDER = "recorder"
-    MEMORY = "memory"
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class LiveChunk:
-    """One fMP4 fragment (`moof`+`mdat`) from either source, already complete."""
-
-    source: LiveSource
-    init_key: object  # the same object for every fragment under one init section
-    zero: float  # epoch second of decode time 0 under that init section
-    start: float  # epoch second of its first frame
-    duration: float
-    keyframe: bool
-    data: bytes | None = None  # memory: the bytes, already on the shared timeline
-    init_data: bytes | None = None  # memory: the init section
-    path: Path | None = None  # recorder: the file being written
-    offset: int = 0
-    length: int = 0
-    init_length: int = 0  # recorder: the init section is the file's first bytes
-
-    @property
-    def end(self) -> float:
-        """Return the epoch second after its last frame."""
-        return self.start + self.duration
-
-
-@dataclass(slots=True, eq=False)
-class LiveInit:
-    """An init section (EXT-X-MAP) of the live playlist."""
-
-    init_id: int
-    key: object
-    zero: float
-    data: bytes | None = None
-    path: Path | None = None  # recorder: read from this file (or its finished name)
-    length: int = 0
-    shifts: dict[int, int] = field(default_factory=dict)  # per track, to the shared timeline
-
-
-@dataclass(slots=True, eq=False)
-class LiveSegment:
-    """A media segment of the live playlist."""
-
-    sequence: int
-    init: LiveInit
-    start: float
-    duration: float
-    discontinuity: bool
-    independent: bool
-    data: bytes | None = None  # memory source; recorder source once read
-    path: Path | None = None
-    offset: int = 0
-    length: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LiveWindow:
-    """What a live playlist lists."""
-
-    segments: tuple[LiveSegment, ...]
-    media_sequence: int
-    discontinuity_sequence: int
-    source: LiveSource | None
-    target: int  # EXT-X-TARGETDURATION: never lowered while the camera runs
-
-
-def chunk_from_fragment(info: FragmentInfo) -> LiveChunk:
-    """Describe a recorder fragment as a live chunk."""
-    return LiveChunk(
-        source=LiveSource.RECORDER,
-        init_key=info.path,
-        zero=info.segment_start,
-        start=info.start,
-        duration=info.duration,
-        keyframe=info.keyframe,
-        path=info.path,
-        offset=info.offset,
-        length=info.length,
-        init_length=info.init_length,
-    )
-
-
-def read_recording_range(path: Path, offset: int, length: int) -> bytes:
-    """Read bytes of a recording being written, or of the file it was renamed to (blocking)."""
-    for candidate in (path, StorageLayout.final_path(path)):
-        try:
-            with candidate.open("rb") as file:
-                file.seek(offset)
-                data = file.read(length)
-        except FileNotFoundError:
-            continue
-        if len(data) == length:
-            return data
-    raise FileNotFoundError(path.name)
-
-
-# ----- the in-memory muxer (recording off) -------------------------------------------------------
-
-
-class _MemorySink:
-    """The file object PyAV writes into: a growing buffer, cut into boxes by the muxer thread."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        return len(data)
-
-
-class _Container:
-    """One in-memory fMP4 container: from one keyframe of one connection until it ends."""
-
-    def __init__(
-        self,
-        info: StreamInfo,
-        video_extra: bytes | None,
-        audio_extra: bytes | None,
-        *,
-        zero: float,
-        origin_seconds: float,
-        fragment_seconds: float,
-    ) -> None:
-        self.key = object()
-        self.zero = zero
-        self.sink = _MemorySink()
-        self.init: bytes | None = None
-        self.shifts: dict[int, int] = {}
-        self.video_track_id = 1
-        self.video_scale = 1
-        self._writer = Fmp4Writer(
-            self.sink,
-            info,
-            video_extra,
-            audio_extra,
-            origin_seconds=origin_seconds,
-            fragment_seconds=fragment_seconds,
-        )
-        self.audio = self._writer.audio  # None when the camera's audio is not muxed
-
-    def write_video(self, data: bytes, dts: int, pts: int, keyframe: bool, duration: int) -> None:
-        """Mux one video packet (relative to the container's first frame)."""
-        self._writer.write_video(data, dts, pts, keyframe, duration)
-
-    def write_audio(
-        self, data: bytes, dts: int, pts: int, time_base: Fraction, duration: int
-    ) -> None:
-        """Mux one audio packet (connection timestamps; before the first frame: dropped)."""
-        self._writer.write_audio(data, dts, pts, time_base, duration)
-
-    def take_chunks(self) -> list[LiveChunk]:
-        """Cut what the muxer wrote into the init section and complete fragments.
-
-        Whatever is complete is taken out of the buffer; a box still being written (or a
-        `moof` whose `mdat` has not come yet) stays for the next call.
-        """
-        buffer = self.sink.buffer
-        chunks: list[LiveChunk] = []
-        consumed = 0
-        moof: tuple[int, int, int] | None = None  # (start, body start, end)
-        for kind, start, body, end in iter_boxes(buffer):
-            if kind == b"ftyp":
-                continue  # part of the init section, taken with the moov
-            if kind == b"moov":
-                self.init = bytes(buffer[:end])
-                tracks = parse_tracks(self.init)
-                video = video_track(tracks)
-                if video is not None:
-                    self.video_track_id = video.track_id
-                    self.video_scale = video.timescale
-                self.shifts = timeline_shifts(tracks, self.zero)
-                consumed = end
-            elif kind == b"moof":
-                moof = (start, body, end)
-            elif kind == b"mdat" and moof is not None:
-                moof_start, moof_body, moof_end = moof
-                moof = None
-                consumed = end
-                parsed = parse_moof(bytes(buffer[moof_body:moof_end]), self.video_track_id)
-                if parsed is None or self.init is None:
-                    continue  # no video in it: nothing a viewer could start on
-                base, duration, keyframe = parsed
-                data = bytearray(buffer[moof_start:end])
-                retime_fragments(data, self.shifts)
-                chunks.append(
-                    LiveChunk(
-                        source=LiveSource.MEMORY,
-                        init_key=self.key,
-                        zero=self.zero,
-                        start=self.zero + base / self.video_scale,
-                        duration=duration / self.video_scale,
-                        keyframe=keyframe,
-                        data=bytes(data),
-                        init_data=self.init,
-                    )
-                )
-            elif moof is None:
-                consumed = end  # anything else (the closing mfra): not for HLS
-        del buffer[:consumed]
-        return chunks
-
-    def close(self) -> None:
-        """Finish the container (its last fragment stays in the buffer for take_chunks)."""
-        try:
-            self._writer.close()
-        except (av.error.FFmpegError, OSError, ValueError):
-            _LOGGER.debug("Error closing a live muxer", exc_info=True)
-
-
-class MemoryMuxer:
-    """Muxes one camera's hub packets into in-memory fMP4 fragments (stream copy), in a thread.
-
-    A muxer is started once and stopped once. `on_chunk` and `on_end` are called in its thread
-    and must return at once.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        source: PacketSource,
-        *,
-        on_chunk: Callable[[LiveChunk], None],
-        on_end: Callable[[], None],
-        fragment_seconds: float = LIVE_TARGET_SECONDS,
-    ) -> None:
-        """Prepare a muxer; nothing runs before `start`."""
-        self.name = name
-        self._source = source
-        self._on_chunk = on_chunk
-        self._on_end = on_end
-        self._fragment_seconds = fragment_seconds
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._queue: ThreadPacketQueue | None = None
-        self._queue_lock = threading.Lock()
-        self._container: _Container | None = None
-        self._generation: int | None = None
-        self._video_clock = TimestampRepair(None)
-        self._audio_clock = TimestampRepair(None)
-        self._audio_extradata: bytes | None = None  # learnt from ADTS headers
-        self._aac = AacAudio(name)
-        self._need_keyframe = True
-        self._origin = 0
-        self._dropped = 0
-        self.chunks = 0
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"lightnvr-hls-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the thread to end (does not wait; see `join`)."""
-        self._stopping.set()
-        with self._queue_lock:
-            queue = self._queue
-        if queue is not None:
-            self._source.unsubscribe(queue)  # wakes a blocked get()
-
-    def join(self, timeout: float = _MUXER_JOIN_SECONDS) -> None:
-        """Wait for the thread to end. Blocking: run it in the executor."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                _LOGGER.warning("Live HLS muxer of %s did not stop in time", self.name)
-
-    @property
-    def alive(self) -> bool:
-        """Return True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        queue = self._source.subscribe_thread(_MUXER_QUEUE_PACKETS, from_keyframe=True)
-        with self._queue_lock:
-            self._queue = queue
-        if self._stopping.is_set():
-            self._source.unsubscribe(queue)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    packet = queue.get(timeout=_MUXER_POLL_SECONDS)
-                except EOFError:
-                    break
-                if packet is None:
-                    continue
-                if queue.dropped != self._dropped:
-                    # A lost packet breaks the references of the frames after it.
-                    self._dropped = queue.dropped
-                    self._need_keyframe = True
-                self._handle(packet)
-        except Exception:
-            _LOGGER.exception("Live HLS muxer of %s failed", self.name)
-        finally:
-            self._close()
-            self._source.unsubscribe(queue)
-            try:
-                self._on_end()
-            except Exception:
-                _LOGGER.exception("Error in the live HLS end callback")
-
-    def _handle(self, packet: MediaPacket) -> None:
-        if packet.generation != self._generation:
-            self._new_generation(packet.generation)
-        try:
-            if packet.kind == "video":
-                self._handle_video(packet)
-            else:
-                for audio in self._aac.convert(packet):  # other audio comes out as AAC
-                    self._handle_audio(audio)
-        except (av.error.FFmpegError, OSError, ValueError) as err:
-            # One bad packet must not end live view: start over at the next keyframe.
-            _LOGGER.debug("Live HLS muxer of %s: %s; restarting", self.name, err)
-            self._close()
-            self._need_keyframe = True
-            return
-        self._deliver(self._container)
-
-    def _new_generation(self, generation: int) -> None:
-        self._close()
-        self._generation = generation
-        info = self._aac.reset(self._source.info, generation)
-        fps = info.fps if info is not None and info.generation == generation else None
-        self._video_clock = TimestampRepair(1 / fps if fps else None)
-        rate = info.audio_sample_rate if info is not None else None
-        self._audio_clock = TimestampRepair(1024 / rate if rate else None)
-        self._audio_extradata = None
-        self._need_keyframe = True
-
-    def _handle_video(self, packet: MediaPacket) -> None:
-        dts, pts, _ = self._video_clock.fix(packet)
-        container = self._container
-        if self._need_keyframe or container is None:
-            if not packet.keyframe:
-                return
-            self._need_keyframe = False
-            if container is None:
-                container = self._open(packet, dts)
-                if container is None:
-                    self._need_keyframe = True
-                    return
-        container.write_video(
-            packet.data,
-            dts - self._origin,
-            pts - self._origin,
-            packet.keyframe,
-            self._video_clock.step,
-        )
-
-    def _handle_audio(self, packet: MediaPacket) -> None:
-        info = self._aac.stream_info(self._source.info)
-        if info is None or info.audio_codec not in AUDIO_CODECS:
-            return
-        clock = self._audio_clock
-        video_seconds = self._video_clock.last_seconds
-        if video_seconds is not None:
-            clock.align(packet, video_seconds + packet.received - self._video_clock.last_received)
-        dts, pts, _ = clock.fix(packet)
-        data = packet.data
-        header = adts_header_length(data)
-        if header:
-            if self._audio_extradata is None:
-                self._audio_extradata = adts_to_asc(data)
-            data = data[header:]
-        container = self._container
-        if container is not None and container.audio is not None:
-            container.write_audio(data, dts, pts, packet.time_base, clock.step)
-
-    def _open(self, packet: MediaPacket, dts: int) -> _Container | None:
-        info = self._aac.stream_info(self._source.info)
-        if info is None or info.generation != packet.generation:
-            return None
-        if info.video_codec not in VIDEO_CODECS:
-            return None
-        audio = None
-        if info.audio_codec in AUDIO_CODECS and info.audio_sample_rate:
-            audio = info.audio_extradata or self._audio_extradata
-        zero = time.time() - (time.monotonic() - packet.received)
-        container = _Container(
-            info,
-            video_extradata(info, packet.data),
-            audio,
-            zero=zero,
-            origin_seconds=float(dts * packet.time_base),
-            fragment_seconds=self._fragment_seconds,
-        )
-        self._container = container
-        self._origin = dts
-        return container
-
-    def _deliver(self, container: _Container | None) -> None:
-        if container is None:
-            return
-        for chunk in container.take_chunks():
-            self.chunks += 1
-            try:
-                self._on_chunk(chunk)
-            except Exception:
-                _LOGGER.exception("Error in the live HLS chunk callback")
-
-    def _close(self) -> None:
-        container, self._container = self._container, None
-        if container is None:
-            return
-        container.close()  # writes the last fragment
-        self._deliver(container)
 
 
 # ----- one camera's live window (event loop) ----------------------------------------------------
@@ -735,7 +320,7 @@ class LiveCamera:
     def _stop_memory(self) -> None:
         muxer, self._muxer = self._muxer, None
         if muxer is not None:
-            muxer.stop()
+            muxer.request_stop()  # on the loop: never wait for the thread here
             self._owner.reap(muxer)
 
     @callback

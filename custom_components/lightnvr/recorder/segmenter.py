@@ -1,7 +1,8 @@
 """Segmenter: one camera's packets → crash-safe fragmented MP4 segments, by stream copy.
 
-One thread per camera reads the camera's StreamHub (a thread subscriber: the recorder never
-opens a connection of its own) and muxes the packets with PyAV, never decoding the video:
+One thread per camera (the shared `media.consumer` skeleton) reads the camera's StreamHub (a
+thread subscriber: the recorder never opens a connection of its own) and muxes the packets
+with PyAV, never decoding the video:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
   keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is handed
@@ -30,26 +31,57 @@ are called in the recorder thread and must be quick; the manager hops to the loo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 import logging
 import os
 from pathlib import Path
-import threading
 import time
-from typing import Protocol
 
 import av
 import av.error
 
-from ..h264 import parameter_sets_annexb
-from ..hub import MediaPacket, StreamInfo, ThreadPacketQueue
-from ..media.bmff import FragmentFollower, parse_moof
-from ..media.fmp4 import Fmp4Writer
+from ..hub import MediaPacket, StreamInfo
+from ..media.bmff import parse_moof
+from ..media.consumer import PacketConsumer, PacketSource
+from ..media.params import (
+    AUDIO_CODECS,
+    VIDEO_CODECS,
+    adts_header_length,
+    adts_to_asc,
+    parameter_sets_from_keyframe,
+    video_extradata,
+)
+from ..media.timestamps import TimestampRepair
 from .audio import AacAudio
+from .segment_writer import FragmentInfo, SegmentWriter, _FragmentSink
 from .storage import Segment, StorageLayout, recover_part
+
+# Names importers take from here (the helpers moved to media/ and segment_writer.py).
+__all__ = [
+    "AUDIO_CODECS",
+    "DEFAULT_FRAGMENT_SECONDS",
+    "DEFAULT_QUEUE_PACKETS",
+    "DEFAULT_SEGMENT_SECONDS",
+    "PAUSE_STORAGE_FULL",
+    "PAUSE_UNSUPPORTED",
+    "PAUSE_WRITE_ERROR",
+    "VIDEO_CODECS",
+    "FragmentCallback",
+    "FragmentInfo",
+    "PacketSource",
+    "SegmentCallback",
+    "SegmentWriter",
+    "Segmenter",
+    "SegmenterState",
+    "StateCallback",
+    "TimestampRepair",
+    "_FragmentSink",
+    "adts_header_length",
+    "adts_to_asc",
+    "parameter_sets_from_keyframe",
+    "video_extradata",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,68 +97,17 @@ PAUSE_STORAGE_FULL = "storage_full"
 PAUSE_WRITE_ERROR = "write_error"
 PAUSE_UNSUPPORTED = "unsupported_codec"
 
-VIDEO_CODECS = frozenset({"h264", "hevc"})
-# MP4 holds these by stream copy; other audio is transcoded to AAC first (`audio.AacAudio`).
-AUDIO_CODECS = frozenset({"aac"})
-
-_POLL_SECONDS = 0.5  # how often an idle thread looks at its control flags
 # The thread wakes up this often and writes everything queued meanwhile, instead of waking up
 # for every packet: on these machines a thread wake-up costs more CPU than muxing a packet.
 # It adds at most this much to the time a finished fragment takes to reach the disk.
 _BATCH_SECONDS = 0.25
 _IDLE_FINISH_SECONDS = 8.0  # no packet for this long: the camera is gone, finish the file
-_RESUBSCRIBE_SECONDS = 1.0
 _WRITE_RETRY_SECONDS = 10.0
 _LOG_INTERVAL_SECONDS = 60.0
-# A timestamp step this much larger than the time between the packets' arrivals is a jump
-# in the camera's clock, not real time passing.
-_JUMP_TOLERANCE_SECONDS = 1.0
-# Going back by up to this much is jitter (clamped); by more, the camera's clock was reset.
-_BACKWARD_CLAMP_SECONDS = 1.0
+_STOP_SECONDS = 30.0
 # A segment start taken from the media clock may drift from the wall clock by this much before
 # it is re-anchored on the packet's arrival time.
 _MAX_START_DRIFT_SECONDS = 1.0
-
-
-class PacketSource(Protocol):
-    """What the segmenter needs from a StreamHub (tests feed it from a file the same way)."""
-
-    @property
-    def name(self) -> str:
-        """Return a display name for logs (never the URL)."""
-
-    @property
-    def info(self) -> StreamInfo | None:
-        """Describe the current connection's streams."""
-
-    def subscribe_thread(
-        self, maxlen: int = ..., *, from_keyframe: bool = ...
-    ) -> ThreadPacketQueue:
-        """Return a queue receiving every packet from now on."""
-
-    def unsubscribe(self, queue: ThreadPacketQueue) -> None:
-        """Stop delivering to `queue` and close it."""
-
-
-@dataclass(frozen=True, slots=True)
-class FragmentInfo:
-    """One fragment on disk, for a live HLS playlist (byte ranges of the part file).
-
-    The part file is `init_length` bytes of init section (`ftyp`+`moov`, an HLS `EXT-X-MAP`)
-    followed by fragments; this one is `length` bytes at `offset`, and is complete on disk
-    when the callback runs.
-    """
-
-    camera_id: str
-    path: Path  # the `.mp4.part` being written (renamed to `.mp4` when the segment ends)
-    sequence: int  # 1, 2, … within the segment
-    offset: int
-    length: int
-    init_length: int
-    start: float  # epoch seconds of the fragment's first video frame
-    duration: float  # seconds of video
-    keyframe: bool  # starts with a keyframe: can be played without the fragment before it
-    segment_start: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,331 +129,6 @@ class SegmenterState:
     last_error: str | None
 
 
-# ----- timestamps -------------------------------------------------------------------------------
-
-
-class TimestampRepair:
-    """Turns one stream's camera timestamps into strictly rising ones, per connection.
-
-    The output is the input plus an offset, which starts at 0: audio and video keep the
-    common timeline the demuxer gave them (lip sync). The offset only changes when the
-    camera's clock jumps (forwards further than the packets' arrival times show, or backwards
-    by more than `_BACKWARD_CLAMP_SECONDS`): the stream then continues from the last good
-    timestamp plus the real time that passed. Small steps back are clamped to one tick after
-    the previous packet. A missing timestamp becomes the previous one plus one packet spacing.
-    """
-
-    def __init__(self, frame_seconds: float | None) -> None:
-        """Create a repairer; `frame_seconds` is the expected packet spacing, if known."""
-        self._frame_seconds = frame_seconds or 0.04
-        self._time_base: Fraction | None = None
-        self._seconds_per_tick = 0.0
-        self._offset = 0
-        self._last: int | None = None
-        self._last_received = 0.0
-        self._step = 1
-        self._clean = False  # the previous packet needed no repair
-
-    def fix(self, packet: MediaPacket) -> tuple[int, int, str | None]:
-        """Return (dts, pts, repair) for `packet`; `repair` names what was fixed, if anything."""
-        if packet.time_base != self._time_base:
-            # Only at the start (a hub keeps one time base per connection and stream).
-            self._time_base = packet.time_base
-            self._seconds_per_tick = float(packet.time_base)
-            self._step = max(1, round(self._frame_seconds / self._seconds_per_tick))
-            self._offset = 0
-            self._last = None
-        repair: str | None = None
-        raw = packet.dts if packet.dts is not None else packet.pts
-        composition = 0
-        if packet.dts is not None and packet.pts is not None:
-            composition = packet.pts - packet.dts
-            if composition < 0:
-                composition = 0
-                repair = "pts_before_dts"
-        last = self._last
-        if raw is None:
-            out = 0 if last is None else last + self._step
-            # The first packet of an RTSP connection has no timestamp (FFmpeg has no clock
-            # reference yet): it is the connection's origin, not a camera fault.
-            repair = None if last is None else "missing"
-        elif last is None:
-            out = raw + self._offset
-        else:
-            out = raw + self._offset
-            delta = out - last
-            arrival = packet.received - self._last_received
-            if delta <= 0:
-                if -delta * self._seconds_per_tick > _BACKWARD_CLAMP_SECONDS:
-                    out = last + self._gap(arrival)
-                    self._offset = out - raw
-                    repair = "jump"
-                else:
-                    out = last + 1
-                    repair = "non_monotonic"
-            elif delta * self._seconds_per_tick > max(arrival, 0.0) + _JUMP_TOLERANCE_SECONDS:
-                out = last + self._gap(arrival)
-                self._offset = out - raw
-                repair = "jump"
-            elif self._clean and delta * self._seconds_per_tick < 1.0:
-                self._step = delta  # learn the real spacing (for missing timestamps)
-        self._clean = repair is None and raw is not None
-        self._last = out
-        self._last_received = packet.received
-        return out, out + composition, repair
-
-    def align(self, packet: MediaPacket, seconds: float) -> bool:
-        """Before the first packet: map it to `seconds` if its own clock is far from that.
-
-        Used to put audio on the video's timeline when the two clocks disagree by more than
-        the jump tolerance (a source whose audio and video clocks start apart). Returns True
-        if the offset was changed.
-        """
-        raw = packet.dts if packet.dts is not None else packet.pts
-        if self._last is not None or raw is None:
-            return False
-        per_tick = float(packet.time_base)
-        if abs(raw * per_tick - seconds) <= _JUMP_TOLERANCE_SECONDS:
-            return False
-        self._time_base = packet.time_base
-        self._seconds_per_tick = per_tick
-        self._step = max(1, round(self._frame_seconds / per_tick))
-        self._offset = round(seconds / per_tick) - raw
-        return True
-
-    def _gap(self, arrival: float) -> int:
-        """Return the ticks to advance after a jump: the real time that passed, or one frame."""
-        return max(self._step, round(max(arrival, 0.0) / self._seconds_per_tick))
-
-    @property
-    def step(self) -> int:
-        """Return the current packet spacing estimate in ticks."""
-        return self._step
-
-    @property
-    def last_seconds(self) -> float | None:
-        """Return the last output timestamp in seconds."""
-        return None if self._last is None else self._last * self._seconds_per_tick
-
-    @property
-    def last_received(self) -> float:
-        """Return when the last packet arrived (time.monotonic())."""
-        return self._last_received
-
-
-# ----- fragment tracking -----------------------------------------------------------------------
-
-
-class _FragmentSink:
-    """The file object PyAV writes the MP4 into.
-
-    It writes straight to an unbuffered file (every fragment reaches the OS as soon as the
-    muxer flushes it) and follows the top-level boxes going by, to report each complete
-    `moof`+`mdat` pair. It has no `seek`, so FFmpeg treats it as a stream and never goes back
-    to rewrite anything: what is on disk is final.
-    """
-
-    def __init__(self, path: Path) -> None:
-        # "x": never overwrite a file, whatever the name.
-        self._file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._follower = FragmentFollower()
-
-    @property
-    def position(self) -> int:
-        """Return the bytes written."""
-        return self._follower.position
-
-    @property
-    def init_length(self) -> int:
-        """Return the bytes of the init section, 0 until it is written."""
-        return self._follower.init_length
-
-    @property
-    def fragments(self) -> list[tuple[int, int, bytes]]:
-        """Return the complete fragments not taken yet: (offset, length, moof body)."""
-        return self._follower.fragments
-
-    @fragments.setter
-    def fragments(self, value: list[tuple[int, int, bytes]]) -> None:
-        self._follower.fragments = value
-
-    def write(self, data: bytes) -> int:
-        """Write everything (called by PyAV from the muxer)."""
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            if not written:
-                raise OSError("short write")
-            view = view[written:]
-        self._follower.feed(data)
-        return len(data)
-
-    def sync_and_close(self) -> None:
-        """Flush to the disk itself (the segment is final) and close."""
-        if self._file.closed:
-            return
-        try:
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-
-    def close(self) -> None:
-        """Close without syncing (after an error)."""
-        self._file.close()
-
-
-# ----- one segment being written ----------------------------------------------------------------
-
-
-class SegmentWriter:
-    """One open `.mp4.part`: the camera's packets muxed into it by the one fMP4 writer."""
-
-    def __init__(
-        self,
-        path: Path,
-        info: StreamInfo,
-        video_extradata: bytes | None,
-        audio_extradata: bytes | None,
-        *,
-        start_wall: float,
-        origin_seconds: float,
-        fragment_seconds: float,
-    ) -> None:
-        self.path = path
-        self.generation = info.generation
-        self.start_wall = start_wall
-        self.origin_seconds = origin_seconds  # repaired connection time of the first frame
-        self.video_time_base = info.time_base
-        self.fragments = 0
-        self._sink = _FragmentSink(path)
-        try:
-            self._writer = Fmp4Writer(
-                self._sink,
-                info,
-                video_extradata,
-                audio_extradata,
-                origin_seconds=origin_seconds,
-                fragment_seconds=fragment_seconds,
-            )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._sink.close()
-            path.unlink(missing_ok=True)  # nothing of it is playable
-            raise
-        self.video = self._writer.video
-        self.audio = self._writer.audio
-
-    @property
-    def init_length(self) -> int:
-        """Return the bytes of the init section (ftyp + moov)."""
-        return self._sink.init_length
-
-    @property
-    def size(self) -> int:
-        """Return the bytes written so far."""
-        return self._sink.position
-
-    @property
-    def video_end(self) -> int:
-        """Return the end of the last video frame, in the video time base (from 0)."""
-        return self._writer.video_end
-
-    @property
-    def duration(self) -> float:
-        """Return the seconds of video written."""
-        return self._writer.duration
-
-    def write_video(self, data: bytes, dts: int, pts: int, keyframe: bool, duration: int) -> None:
-        """Mux one video packet; `dts`/`pts` are relative to the segment's first frame."""
-        self._writer.write_video(data, dts, pts, keyframe, duration)
-
-    def write_audio(
-        self, data: bytes, dts: int, pts: int, time_base: Fraction, duration: int
-    ) -> bool:
-        """Mux one audio packet (connection timestamps); False if it precedes the segment."""
-        return self._writer.write_audio(data, dts, pts, time_base, duration)
-
-    def take_fragments(self) -> list[tuple[int, int, bytes]]:
-        """Return the fragments completed since the last call."""
-        fragments, self._sink.fragments = self._sink.fragments, []
-        return fragments
-
-    @property
-    def video_time_scale(self) -> Fraction:
-        """Return the video track's time base in the file."""
-        return self._writer.video_time_scale
-
-    def close(self) -> None:
-        """Write the last fragment, sync the file to disk and close it."""
-        self._writer.close()
-        self._sink.sync_and_close()
-
-    def abort(self) -> None:
-        """Close after a failure, ignoring further errors (the part is recovered later)."""
-        self._writer.abort()
-        with contextlib.suppress(OSError):
-            self._sink.close()
-
-
-# ----- parameter sets ---------------------------------------------------------------------------
-
-
-def _nal_units(data: bytes) -> Iterator[bytes]:
-    """Yield the NAL units of an Annex B buffer (without start codes)."""
-    starts: list[tuple[int, int]] = []
-    index = data.find(b"\x00\x00\x01")
-    while index != -1:
-        begin = index + 3
-        starts.append((index - 1 if index > 0 and data[index - 1] == 0 else index, begin))
-        index = data.find(b"\x00\x00\x01", begin)
-    for number, (_, begin) in enumerate(starts):
-        end = starts[number + 1][0] if number + 1 < len(starts) else len(data)
-        yield data[begin:end]
-
-
-def parameter_sets_from_keyframe(codec: str, data: bytes) -> bytes:
-    """Return the parameter sets found in an Annex B keyframe, as Annex B extradata."""
-    wanted = {7, 8} if codec == "h264" else {32, 33, 34}  # SPS/PPS; VPS/SPS/PPS for HEVC
-    out = bytearray()
-    for unit in _nal_units(data):
-        if not unit:
-            continue
-        kind = unit[0] & 0x1F if codec == "h264" else (unit[0] >> 1) & 0x3F
-        if kind in wanted:
-            out += b"\x00\x00\x00\x01" + unit
-    return bytes(out)
-
-
-def video_extradata(info: StreamInfo, keyframe: bytes) -> bytes | None:
-    """Return the extradata the MP4 muxer needs for this connection's video.
-
-    The hub hands out H.264 as Annex B even when the source's extradata is an `avcC` record,
-    so that record is unpacked to Annex B too (the muxer then converts packets and extradata
-    consistently). Cameras that send parameter sets only in-band get them from the keyframe.
-    """
-    extradata = info.extradata
-    if info.video_codec == "h264":
-        extradata = parameter_sets_annexb(extradata) or None
-    if not extradata and keyframe.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
-        extradata = parameter_sets_from_keyframe(info.video_codec, keyframe) or None
-    return extradata
-
-
-def adts_header_length(data: bytes) -> int:
-    """Return the length of an ADTS header at the start of `data`, 0 if there is none."""
-    if len(data) < 7 or data[0] != 0xFF or data[1] & 0xF6 != 0xF0:
-        return 0
-    return 7 if data[1] & 0x01 else 9
-
-
-def adts_to_asc(data: bytes) -> bytes:
-    """Return the AudioSpecificConfig described by an ADTS header."""
-    object_type = (data[2] >> 6) + 1
-    rate_index = (data[2] >> 2) & 0x0F
-    channels = ((data[2] & 0x01) << 2) | (data[3] >> 6)
-    return ((object_type << 11) | (rate_index << 7) | (channels << 3)).to_bytes(2, "big")
-
-
 # ----- the segmenter ----------------------------------------------------------------------------
 
 
@@ -481,8 +137,14 @@ type FragmentCallback = Callable[[FragmentInfo], None]
 type StateCallback = Callable[[], None]
 
 
-class Segmenter:
-    """Records one camera from its hub into segments, in its own thread."""
+class Segmenter(PacketConsumer):
+    """Records one camera from its hub into segments, in its own thread.
+
+    The thread is the shared consumer skeleton (`media.consumer`): batches every
+    `_BATCH_SECONDS`, resubscribes after the hub restarts, and is unsubscribed while recording
+    is off or paused. `stop` (blocking: run it in an executor) finishes the current segment;
+    packets already queued are still written (the thread drains the closed queue, then ends).
+    """
 
     def __init__(
         self,
@@ -499,27 +161,26 @@ class Segmenter:
         on_state: StateCallback | None = None,
     ) -> None:
         """Prepare a recorder; nothing runs before `start`."""
+        super().__init__(
+            source,
+            label=f"Recorder of {source.name}",
+            thread_name=f"lightnvr-rec-{camera_id}",
+            queue_packets=queue_packets,
+            batch_seconds=_BATCH_SECONDS,
+            drain_on_stop=True,
+            join_seconds=_STOP_SECONDS,
+        )
         self.camera_id = camera_id
-        self._source = source
         self._layout = layout
         self._segment_seconds = segment_seconds
         self._fragment_seconds = fragment_seconds
-        self._queue_packets = queue_packets
         self._on_segment = on_segment
         self._on_fragment = on_fragment
         self._on_state = on_state
 
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-        self._queue_lock = threading.Lock()
-        self._queue: ThreadPacketQueue | None = None
-        self._queue_dropped = 0
-
         self._enabled = enabled
         self._pauses: set[str] = set()
         self._retry_at = 0.0
-        self._resubscribe_at = 0.0
 
         self._writer: SegmentWriter | None = None
         self._generation: int | None = None
@@ -532,7 +193,6 @@ class Segmenter:
         self._segment_origin = 0  # repaired dts of the current segment's first frame
         self._seconds_per_tick = 0.0
         self._unsupported: str | None = None
-        self._last_packet_at = 0.0
         self._last_received = 0.0  # arrival stamp of the newest packet handled
         self._last_packet: MediaPacket | None = None
         self._unsupported_logged: set[str] = set()
@@ -540,7 +200,6 @@ class Segmenter:
         self._segments_written = 0
         self._repairs = 0
         self._repair_kinds: dict[str, int] = {}
-        self._dropped = 0
         self._last_segment_end: float | None = None
         self._last_error: str | None = None
         self._log_at = 0.0
@@ -548,31 +207,6 @@ class Segmenter:
         self._logged_drops = 0
 
     # ----- control (any thread) ---------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the recorder thread."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"lightnvr-rec-{self.camera_id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the current segment and stop the thread. Blocking: run it in an executor.
-
-        Packets already queued are still written: closing the subscription lets the thread
-        drain the queue and then end.
-        """
-        self._stopping.set()
-        self._wake.set()
-        self._close_queue()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                _LOGGER.warning("Recorder of %s did not stop in time", self._source.name)
 
     def set_enabled(self, enabled: bool) -> None:
         """Turn recording on or off (the switch); off finishes the current segment."""
@@ -609,11 +243,6 @@ class Segmenter:
         writer = self._writer
         return writer.path if writer is not None else None
 
-    @property
-    def alive(self) -> bool:
-        """Return True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
     def state(self) -> SegmenterState:
         """Return a snapshot of the recorder's state."""
         writer = self._writer
@@ -629,7 +258,7 @@ class Segmenter:
             last_segment_end=self._last_segment_end,
             segments_written=self._segments_written,
             timestamp_repairs=self._repairs,
-            dropped_packets=self._dropped + self._pending_drops(),
+            dropped_packets=self.dropped_packets,
             bytes_written=writer.size if writer is not None else 0,
             last_error=self._last_error,
         )
@@ -637,10 +266,6 @@ class Segmenter:
     def repair_counts(self) -> dict[str, int]:
         """Return the timestamp repairs by kind (missing, non_monotonic, jump, pts_before_dts)."""
         return dict(self._repair_kinds)
-
-    def _blocked(self) -> bool:
-        """Return True when the thread must not record (off, paused, waiting to retry)."""
-        return not self._enabled or bool(self._pauses) or self._retry_at > time.monotonic()
 
     def _pause_reason(self) -> str | None:
         pauses = set(self._pauses)
@@ -653,17 +278,6 @@ class Segmenter:
                 return reason
         return min(pauses) if pauses else None
 
-    def _pending_drops(self) -> int:
-        queue = self._queue
-        return queue.dropped - self._queue_dropped if queue is not None else 0
-
-    def _close_queue(self) -> None:
-        with self._queue_lock:
-            queue = self._queue
-        if queue is not None:
-            # Closing wakes a blocked get(); the thread drains what is queued, then sees EOF.
-            self._source.unsubscribe(queue)
-
     def _notify(self) -> None:
         if self._on_state is not None:
             try:
@@ -671,85 +285,30 @@ class Segmenter:
             except Exception:
                 _LOGGER.exception("Error in the recorder state callback")
 
-    # ----- the thread -------------------------------------------------------------------------
+    # ----- consumer hooks (the thread) -----------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            while not self._stopping.is_set() or self._queue is not None:
-                # Once stopping, the closed queue is drained (EOF then ends the loop).
-                if self._blocked() and not self._stopping.is_set():
-                    self._finish()
-                    self._drop_queue()
-                    self._wake.wait(_POLL_SECONDS)
-                    self._wake.clear()
-                    continue
-                queue = self._ensure_queue()
-                if queue is None:
-                    continue
-                try:
-                    packet = queue.get(timeout=0)
-                except EOFError:
-                    self._on_queue_closed()
-                    continue
-                self._count_drops(queue)
-                if packet is None:
-                    if self._stopping.is_set():
-                        self._on_queue_closed()  # drained: the end
-                        continue
-                    self._on_idle()
-                    self._wake.wait(_BATCH_SECONDS)
-                    self._wake.clear()
-                    continue
-                self._last_packet_at = time.monotonic()
-                self._handle(packet)
-        finally:
-            self._finish()
-            self._drop_queue()
-            self._log_counters(force=True)
+    def _blocked(self) -> bool:
+        """Return True when the thread must not record (off, paused, waiting to retry)."""
+        return not self._enabled or bool(self._pauses) or self._retry_at > time.monotonic()
 
-    def _ensure_queue(self) -> ThreadPacketQueue | None:
-        with self._queue_lock:
-            if self._queue is not None:
-                return self._queue
-        wait = self._resubscribe_at - time.monotonic()
-        if wait > 0:
-            self._wake.wait(min(wait, _POLL_SECONDS))
-            self._wake.clear()
-            return None
-        queue = self._source.subscribe_thread(self._queue_packets, from_keyframe=True)
-        with self._queue_lock:
-            self._queue = queue
-            self._queue_dropped = 0
-        if self._stopping.is_set() or not self._enabled or self._pauses:
-            self._source.unsubscribe(queue)  # stop() ran while subscribing: drain and end
+    def _on_blocked(self) -> None:
+        self._finish()
+
+    def _on_subscribed(self) -> None:
         self._need_keyframe = True
-        self._last_packet_at = time.monotonic()
-        return queue
-
-    def _drop_queue(self) -> None:
-        with self._queue_lock:
-            queue, self._queue = self._queue, None
-        if queue is not None:
-            self._source.unsubscribe(queue)
-            self._dropped += queue.dropped - self._queue_dropped
-            self._queue_dropped = 0
 
     def _on_queue_closed(self) -> None:
-        """Handle the end of the subscription: we closed it (stop, off, pause) or the hub did."""
+        """Finish the file: we ended the subscription (stop, off, pause) or the hub did."""
         self._finish()
-        self._drop_queue()
-        if not self._stopping.is_set():
-            # A hub that is stopped and started again takes new subscribers.
-            self._resubscribe_at = time.monotonic() + _RESUBSCRIBE_SECONDS
 
-    def _count_drops(self, queue: ThreadPacketQueue) -> None:
-        dropped = queue.dropped
-        if dropped != self._queue_dropped:
-            self._dropped += dropped - self._queue_dropped
-            self._queue_dropped = dropped
-            # A lost packet breaks the references of the frames after it: wait for a keyframe.
-            self._need_keyframe = True
-            self._log_counters()
+    def _on_drops(self, count: int) -> None:
+        # A lost packet breaks the references of the frames after it: wait for a keyframe.
+        self._need_keyframe = True
+        self._log_counters()
+
+    def _on_exit(self) -> None:
+        self._finish()
+        self._log_counters(force=True)
 
     def _on_idle(self) -> None:
         if self._writer is not None and (
@@ -759,7 +318,7 @@ class Segmenter:
             self._finish()
             self._need_keyframe = True
 
-    def _handle(self, packet: MediaPacket) -> None:
+    def _handle_packet(self, packet: MediaPacket) -> None:
         if packet.generation != self._generation:
             self._new_generation(packet.generation)
         elif packet.received < self._last_received or packet is self._last_packet:

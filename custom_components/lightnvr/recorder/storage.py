@@ -23,37 +23,59 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, tzinfo
+from datetime import date, tzinfo
 import logging
 import os
 from pathlib import Path, PurePosixPath
-import re
 import shutil
 import threading
 import time
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
-import av
-
-from ..media.bmff import iter_file_boxes
+from .files import (
+    PART_SUFFIX,
+    VIDEO_SUFFIX,
+    DayTree,
+    TimedFile,
+    UnsafePathError,
+    complete_fragments_end,
+    local_start,
+    plausible_end,
+    probe_duration,
+    valid_camera_id,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-SEGMENT_SUFFIX = ".mp4"
-PART_SUFFIX = ".part"  # appended to SEGMENT_SUFFIX while a file is written
+SEGMENT_SUFFIX = VIDEO_SUFFIX
 
-_DAY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})(?:_(\d{1,4}))?\.mp4(\.part)?$")
-# Camera ids are subentry ids (ULIDs); anything else that could walk out of the folder or hide
-# (a path separator, a leading dot) is refused.
-_CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
-# Beyond this a file's end time (its mtime) is not believed: it was touched by something else.
-_MAX_SEGMENT_SECONDS = 6 * 3600
-_MAX_NAME_SUFFIX = 1000
-
-
-class UnsafePathError(ValueError):
-    """A path given from outside (a URL, a media id) does not lead inside the storage root."""
+# The shared store's names that importers of this module have always found here.
+__all__ = [
+    "PART_SUFFIX",
+    "SEGMENT_SUFFIX",
+    "DayIndex",
+    "DiskUsage",
+    "DiskUsageFn",
+    "Indexed",
+    "RetentionPeer",
+    "RetentionPolicy",
+    "RetentionResult",
+    "ScanResult",
+    "Segment",
+    "SegmentIndex",
+    "StorageLayout",
+    "UnsafePathError",
+    "apply_retention",
+    "complete_fragments_end",
+    "disk_usage",
+    "local_start",
+    "probe_duration",
+    "recover_part",
+    "recover_parts",
+    "resolve_inside",
+    "scan_storage",
+    "valid_camera_id",
+]
 
 
 # ----- disk usage: the one boundary tests replace --------------------------------------------
@@ -80,7 +102,7 @@ def disk_usage(path: Path) -> DiskUsage:
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(TimedFile):
     """One finished recording file."""
 
     camera_id: str
@@ -89,122 +111,16 @@ class Segment:
     end: float  # epoch seconds of the end of the last frame
     size: int  # bytes
 
-    @property
-    def duration(self) -> float:
-        """Return the media duration in seconds."""
-        return max(0.0, self.end - self.start)
 
-    @property
-    def day(self) -> date:
-        """Return the local day the segment is filed under (its folder)."""
-        parsed = _parse_day(self.path.parent.name)
-        if parsed is None:  # not made by this module; fall back on the UTC day
-            return datetime.fromtimestamp(self.start, UTC).date()
-        return parsed
+class StorageLayout(DayTree):
+    """Where segments live: `<root>/<camera_id>/<local day>/<HH-MM-SS>[_n].mp4`, and back.
 
-    @property
-    def start_time(self) -> datetime:
-        """Return the start as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.start, UTC)
-
-    @property
-    def end_time(self) -> datetime:
-        """Return the end as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.end, UTC)
-
-
-def local_start(
-    day: date, clock: tuple[int, int, int], tz: tzinfo, end_hint: float | None = None
-) -> float | None:
-    """Return the epoch time of a local day and (hour, minute, second), as file names hold them.
-
-    The hour repeated when daylight saving time ends has two answers; with `end_hint` (the
-    file's end) the one just before that end is taken, else the first.
+    The naming rule (no label) and everything else is the shared day tree's (`files.py`).
     """
-    try:
-        candidates = sorted(
-            {
-                datetime(day.year, day.month, day.day, *clock, tzinfo=tz, fold=fold).timestamp()
-                for fold in (0, 1)
-            }
-        )
-    except ValueError:
-        return None
-    if end_hint is not None:
-        before = [c for c in candidates if c <= end_hint + 1.0]
-        if before:
-            return before[-1]
-    return candidates[0]
-
-
-def _parse_day(name: str) -> date | None:
-    match = _DAY_RE.match(name)
-    if match is None:
-        return None
-    try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        return None
-
-
-def valid_camera_id(camera_id: str) -> bool:
-    """Return True when `camera_id` can be used as a folder name safely."""
-    return bool(_CAMERA_ID_RE.match(camera_id)) and camera_id not in {".", ".."}
-
-
-class StorageLayout:
-    """Where segments live: names from start times (local), and back."""
 
     def __init__(self, root: Path, tz: tzinfo) -> None:
         """Use `root` as the storage folder and `tz` for day folders and file names."""
-        self.root = Path(root)
-        self.tz = tz
-
-    def camera_dir(self, camera_id: str) -> Path:
-        """Return a camera's folder."""
-        if not valid_camera_id(camera_id):
-            raise UnsafePathError(f"invalid camera id {camera_id!r}")
-        return self.root / camera_id
-
-    def new_part_path(self, camera_id: str, start: float) -> Path:
-        """Create the day folder and return an unused `.mp4.part` path for a segment (blocking).
-
-        The name must not collide with a finished segment nor with another part file, so the
-        final rename can never overwrite a recording.
-        """
-        local = datetime.fromtimestamp(start, self.tz)
-        folder = self.camera_dir(camera_id) / local.strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = local.strftime("%H-%M-%S")
-        for number in range(_MAX_NAME_SUFFIX):
-            name = stem if number == 0 else f"{stem}_{number}"
-            final = folder / f"{name}{SEGMENT_SUFFIX}"
-            part = folder / f"{name}{SEGMENT_SUFFIX}{PART_SUFFIX}"
-            if not final.exists() and not part.exists():
-                return part
-        raise FileExistsError(f"no free segment name for {stem} in {folder}")
-
-    @staticmethod
-    def final_path(part: Path) -> Path:
-        """Return the finished name of a part file."""
-        return part.with_name(part.name.removesuffix(PART_SUFFIX))
-
-    def relative(self, path: Path) -> str:
-        """Return `path` relative to the root, with forward slashes (for URLs and media ids)."""
-        return Path(path).relative_to(self.root).as_posix()
-
-    def start_from_name(self, path: Path, end_hint: float | None = None) -> float | None:
-        """Return the epoch start encoded in a segment's day folder and name.
-
-        With `end_hint` (the file's end), the repeated local hour when daylight saving time ends
-        is resolved to the start that lies just before that end.
-        """
-        day = _parse_day(path.parent.name)
-        match = _NAME_RE.match(path.name)
-        if day is None or match is None:
-            return None
-        clock = (int(match[1]), int(match[2]), int(match[3]))
-        return local_start(day, clock, self.tz, end_hint)
+        super().__init__(root, tz, labelled=False)
 
 
 # ----- path safety (for the HTTP views and media_source) ---------------------------------------
@@ -388,147 +304,32 @@ class ScanResult:
 def scan_storage(layout: StorageLayout) -> ScanResult:
     """Walk the storage root for segments and leftover parts (blocking).
 
-    Symlinked folders are not followed and foreign files are ignored, so retention can only ever
-    delete files this module wrote, inside the root.
+    Symlinks are not followed and foreign files are ignored (see `DayTree.scan`), so retention
+    can only ever delete files this module wrote, inside the root.
     """
     segments: list[Segment] = []
     parts: list[Path] = []
-    for camera_dir in _subdirs(layout.root):
-        if not valid_camera_id(camera_dir.name):
-            continue
-        for day_dir in _subdirs(Path(camera_dir.path)):
-            if _parse_day(day_dir.name) is None:
-                continue
-            for entry in _entries(Path(day_dir.path)):
-                if not entry.is_file(follow_symlinks=False) or not _NAME_RE.match(entry.name):
-                    continue
-                path = Path(entry.path)
-                if entry.name.endswith(PART_SUFFIX):
-                    parts.append(path)
-                    continue
-                segment = _segment_from_file(layout, camera_dir.name, path, entry.stat())
-                if segment is not None:
-                    segments.append(segment)
+    for folder in layout.scan():
+        parts.extend(folder.parts)
+        for entry in folder.finished:
+            path, stat = Path(entry.path), entry.stat()
+            start = layout.start_from_name(path, end_hint=stat.st_mtime)  # mtime = end
+            if start is not None:
+                end = plausible_end(path, start, stat.st_mtime)
+                segments.append(Segment(folder.camera_id, path, start, end, stat.st_size))
     return ScanResult(segments, parts)
-
-
-def _subdirs(path: Path) -> list[os.DirEntry[str]]:
-    return [entry for entry in _entries(path) if entry.is_dir(follow_symlinks=False)]
-
-
-def _entries(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as entries:
-            return list(entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _segment_from_file(
-    layout: StorageLayout, camera_id: str, path: Path, stat: os.stat_result
-) -> Segment | None:
-    end = stat.st_mtime
-    start = layout.start_from_name(path, end_hint=end)
-    if start is None:
-        return None
-    if not 0 <= end - start <= _MAX_SEGMENT_SECONDS:
-        # The mtime was changed by something else (a copy, a backup restore): the start from
-        # the name is still right; the length is unknown, so it is shown as a moment.
-        _LOGGER.debug("Implausible end time of %s; using its start", path.name)
-        end = start
-    return Segment(camera_id, path, start, end, stat.st_size)
-
-
-def complete_fragments_end(file: BinaryIO, size: int) -> int:
-    """Return the length of the playable prefix of a fragmented MP4, 0 if there is none.
-
-    The prefix ends after the last complete `moof`+`mdat` pair that follows the `moov`; a
-    fragment cut short by a crash (a partial `moof`, or an `mdat` shorter than its header says)
-    is left out.
-    """
-    end = 0
-    seen_moov = False
-    moof_open = False
-    for box_type, offset, _, box_size in iter_file_boxes(file, size):
-        if box_type == b"moov":
-            seen_moov = True
-        elif box_type == b"moof":
-            moof_open = True
-        elif box_type == b"mdat" and moof_open and seen_moov:
-            moof_open = False
-            end = offset + box_size
-    return end
-
-
-def probe_duration(path: Path) -> float:
-    """Return the video duration of a recording by reading its packets (no decoding)."""
-    first: int | None = None
-    last_end: int | None = None
-    with av.open(str(path), format="mp4") as container:
-        if not container.streams.video:
-            return 0.0
-        stream = container.streams.video[0]
-        time_base = stream.time_base
-        try:
-            for packet in container.demux(stream):
-                if packet.dts is None:
-                    continue
-                if first is None:
-                    first = packet.dts
-                last_end = packet.dts + (packet.duration or 0)
-        except av.error.FFmpegError:
-            pass  # a damaged tail: what was read so far counts
-    if first is None or last_end is None or time_base is None:
-        return 0.0
-    return float((last_end - first) * time_base)
 
 
 def recover_part(layout: StorageLayout, camera_id: str, part: Path) -> Segment | None:
     """Make a leftover `.mp4.part` playable and rename it to `.mp4` (blocking).
 
-    The file is cut after its last complete fragment, its end time is written into its mtime
-    like for any finished segment, and it is renamed. A file without a single complete fragment
-    holds nothing playable and is deleted. Returns the recovered segment, or None.
+    See `DayTree.recover`: cut after the last complete fragment, mtime = end, renamed without
+    overwriting; a file with nothing playable is deleted. Returns the recovered segment, or None.
     """
-    try:
-        size = part.stat().st_size
-        with part.open("rb") as file:
-            end = complete_fragments_end(file, size)
-        if end == 0:
-            _LOGGER.info("Deleting %s: nothing playable was written", part.name)
-            part.unlink(missing_ok=True)
-            return None
-        if end < size:
-            os.truncate(part, end)
-        duration = probe_duration(part)
-        if duration <= 0:
-            _LOGGER.info("Deleting %s: no video in it", part.name)
-            part.unlink(missing_ok=True)
-            return None
-        start = layout.start_from_name(part, end_hint=part.stat().st_mtime)
-        if start is None:
-            return None
-        final = _free_final_name(layout.final_path(part))
-        os.utime(part, (start + duration, start + duration))
-        os.rename(part, final)
-    except (OSError, av.error.FFmpegError) as err:
-        _LOGGER.warning("Could not recover %s: %s", part.name, err)
+    saved = layout.recover(part)
+    if saved is None:
         return None
-    _LOGGER.info("Recovered %s (%.1f s, %d bytes cut)", final.name, duration, size - end)
-    return Segment(camera_id, final, start, start + duration, end)
-
-
-def _free_final_name(final: Path) -> Path:
-    """Return `final`, or a `_N` variant of it if a finished file already has that name."""
-    if not final.exists():
-        return final
-    match = _NAME_RE.match(final.name)
-    stem = final.name[:8] if match else final.stem
-    for number in range(1, _MAX_NAME_SUFFIX):
-        candidate = final.with_name(f"{stem}_{number}{SEGMENT_SUFFIX}")
-        if not candidate.exists():
-            return candidate
-    raise FileExistsError(final)
+    return Segment(camera_id, saved.path, saved.start, saved.end, saved.size)
 
 
 def recover_parts(
@@ -623,15 +424,12 @@ def apply_retention(
         if segment.path in protected:
             return False
         try:
-            segment.path.unlink()
-        except FileNotFoundError:
-            pass  # already gone (deleted by hand): forget it all the same
+            layout.delete(segment.path)  # already gone (deleted by hand): forgotten all the same
         except OSError as err:
             _LOGGER.warning("Could not delete %s: %s", layout.relative(segment.path), err)
             return False
         index.remove(segment)
         deleted.append(segment)
-        _remove_empty_dirs(layout, segment.path.parent)
         return True
 
     for camera_id in index.cameras():
@@ -700,15 +498,3 @@ def apply_retention(
         nothing_left and usage.free < policy.min_free_bytes,
         tuple(deleted_peers),
     )
-
-
-def _remove_empty_dirs(layout: StorageLayout, folder: Path) -> None:
-    """Remove an emptied day folder (and camera folder), never the root itself."""
-    root = layout.root
-    for path in (folder, folder.parent):
-        if path == root or not path.is_relative_to(root):
-            return
-        try:
-            path.rmdir()
-        except OSError:
-            return  # not empty (or already gone): stop climbing

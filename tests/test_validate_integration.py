@@ -486,8 +486,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "code-exception-text-unused",
-        strings(text_at("exceptions", {"clip_failed": {"message": "No clip."}})),
-        "warning: strings.json: exceptions.clip_failed: no exception in the code uses this text",
+        strings(text_at("exceptions.never_raised", {"message": "No clip."})),
+        "warning: strings.json: exceptions.never_raised: no exception in the code uses this text",
     ),
     (
         "code-lower-case-name-not-resolved",

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.util import dt as dt_util
 
 from ..const import DOMAIN
 from ..models import CameraConfig, HubOptions
+from .lifecycle import async_open_store
 from .segmenter import (
     DEFAULT_FRAGMENT_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
@@ -132,20 +132,19 @@ class RecorderManager:
 
     async def async_start(self) -> None:
         """Recover files left by a crash, index the storage, start retention and recording."""
-        recovered = await self._hass.async_add_executor_job(self._load)
-        if recovered:
-            _LOGGER.info("Recovered %d recording(s) left unfinished by a crash", recovered)
-        self._started = True
-        await self.async_run_retention()
-        self._cancel_timer = async_track_time_interval(
+        self._cancel_timer = await async_open_store(
             self._hass,
-            self._async_retention_tick,
-            self._retention_interval,
-            name="LightNVR recording retention",
-            cancel_on_shutdown=True,
+            what="recording(s)",
+            load=self._load,
+            opened=self._opened,
+            retention=self.async_run_retention,
+            interval=self._retention_interval,
         )
         for segmenter in self._segmenters.values():
             segmenter.start()
+
+    def _opened(self) -> None:
+        self._started = True
 
     def _load(self) -> int:
         """Scan the storage root and recover leftover part files (blocking)."""
@@ -377,9 +376,6 @@ class RecorderManager:
             max_size_bytes=self._max_size_bytes,
             camera_days=dict(self._camera_days),
         )
-
-    async def _async_retention_tick(self, _now: datetime) -> None:
-        await self.async_run_retention()
 
     async def async_run_retention(self) -> RetentionResult | None:
         """Apply retention now (off the loop); None if one is running or the manager is not."""

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 import contextlib
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, timedelta, tzinfo
 import logging
 from pathlib import Path
 import time
 from typing import Final
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.util import dt as dt_util
 
 from ...detection import Box
+from ..lifecycle import async_open_store
 from ..segmenter import PacketSource
 from ..storage import resolve_inside
 from .handle import ClipHandle
@@ -93,20 +93,19 @@ class ClipManager:
 
     async def async_start(self) -> None:
         """Recover clips left by a crash, index the folder, start retention and buffering."""
-        recovered = await self._hass.async_add_executor_job(self._load)
-        if recovered:
-            _LOGGER.info("Recovered %d event clip(s) left unfinished", recovered)
-        self._started = True
-        await self.async_run_retention()
-        self._cancel_timer = async_track_time_interval(
+        self._cancel_timer = await async_open_store(
             self._hass,
-            self._async_retention_tick,
-            self._retention_interval,
-            name="LightNVR event clip retention",
-            cancel_on_shutdown=True,
+            what="event clip(s)",
+            load=self._load,
+            opened=self._opened,
+            retention=self.async_run_retention,
+            interval=self._retention_interval,
         )
         for recorder in self._recorders.values():
             recorder.start()
+
+    def _opened(self) -> None:
+        self._started = True
 
     def _load(self) -> int:
         """Scan the events folder and recover leftover parts (blocking)."""
@@ -296,9 +295,6 @@ class ClipManager:
                 _LOGGER.exception("Error in a clip listener")
 
     # ----- retention --------------------------------------------------------------------------
-
-    async def _async_retention_tick(self, _now: datetime) -> None:
-        await self.async_run_retention()
 
     async def async_run_retention(self, now: float | None = None) -> list[EventClip]:
         """Delete clips older than `retention_days` (off the loop); return what was deleted.

@@ -17,30 +17,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import contextlib
-from dataclasses import dataclass
 import logging
 from pathlib import Path
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from go2rtc_client.exceptions import Go2RtcClientError
-from go2rtc_client.ws import (
-    ReceiveMessages,
-    WebRTCAnswer as WsAnswer,
-    WebRTCCandidate as WsCandidate,
-    WebRTCOffer as WsOffer,
-    WsError,
-)
-from go2rtc_client.ws.client import Go2RtcWsClient
-from homeassistant.components.camera import (
-    WebRTCAnswer,
-    WebRTCCandidate,
-    WebRTCError,
-    WebRTCSendMessage,
-)
+from homeassistant.components.camera import WebRTCError, WebRTCSendMessage
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
-from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from webrtc_models import RTCIceCandidateInit, RTCIceServer
 
@@ -81,6 +66,7 @@ from .process import (
     remove_pid_file,
     write_pid_file,
 )
+from .viewers import ForwardedViewers
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,17 +81,6 @@ GO2RTC_RTSP_PORT = 8554
 def stream_name(camera_id: str) -> str:
     """Return the go2rtc stream name of a camera: stable (the subentry id) and URL-safe."""
     return STREAM_PREFIX + re.sub(r"[^a-z0-9_]", "_", camera_id.lower())
-
-
-@dataclass(slots=True)
-class _Session:
-    """One viewer's signalling channel to go2rtc."""
-
-    camera_id: str
-    ws: Go2RtcWsClient
-    mid: str | None = None
-    closed: bool = False
-    unsubscribe: Callable[[], None] | None = None
 
 
 class Go2RtcEngine:
@@ -150,10 +125,9 @@ class Go2RtcEngine:
         self._hubs: dict[str, StreamHub] = {}
         # Sub-streams are read straight from the camera (not registered with go2rtc).
         self._substreams: dict[str, StreamHub] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._forwarded = ForwardedViewers(hass, self._redact)
         self._local = LocalViewers(hass)
         self._limits = limits or ViewerLimits()
-        self._closing: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[], None]] = []
         self._config: Go2RtcConfig | None = None
         self._client: Go2RtcClient | None = None
@@ -358,10 +332,7 @@ class Go2RtcEngine:
             self._unsub_stop = None
         await self._watchdog.async_stop()
         await self._local.async_stop()
-        for session_id in list(self._sessions):
-            self.close_session(session_id)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._forwarded.async_stop()
         hubs = [*self._hubs.values(), *self._substreams.values()]
         self._hubs.clear()
         self._substreams.clear()
@@ -450,9 +421,7 @@ class Go2RtcEngine:
         name = self._names.pop(camera_id, None)
         hub = self._hubs.pop(camera_id, None)
         substream = self._substreams.pop(camera_id, None)
-        for session_id, session in list(self._sessions.items()):
-            if session.camera_id == camera_id:
-                self.close_session(session_id)
+        self._forwarded.close_camera(camera_id)
         if name is not None:
             self._watchdog.stream_removed(name)
             if self._client is not None:
@@ -481,8 +450,7 @@ class Go2RtcEngine:
         """
         if (local := self._local.path(camera_id)) is not None:
             return local
-        watched = any(s.camera_id == camera_id for s in self._sessions.values())
-        return "go2rtc" if watched else "idle"
+        return "go2rtc" if self._forwarded.count_for(camera_id) else "idle"
 
     def substream_hub(self, camera_id: str) -> StreamHub | None:
         """Return the hub reading the camera's sub-stream, if it has one."""
@@ -611,9 +579,9 @@ class Go2RtcEngine:
         A viewer go2rtc cannot serve as the camera sends (see `plays_as_is`) is answered here
         instead, from go2rtc's restream: go2rtc would refuse it, or leave it without sound.
         """
-        forwarded = sum(1 for s in self._sessions.values() if s.camera_id == camera_id)
         refusal = self._limits.refusal(
-            forwarded + self._local.count_for(camera_id), self.viewer_count
+            self._forwarded.count_for(camera_id) + self._local.count_for(camera_id),
+            self.viewer_count,
         )
         if refusal is not None:
             send_message(WebRTCError("webrtc_offer_failed", refusal))
@@ -626,41 +594,18 @@ class Go2RtcEngine:
             )
             return
         name = self._names.get(camera_id)
-        client = self._client
-        if name is None or client is None:
+        if name is None or self._client is None:
             send_message(WebRTCError("webrtc_offer_failed", "go2rtc is not running"))
             return
-        session = _Session(camera_id, client.ws_client(name))
-        self._sessions[session_id] = session
-
-        @callback
-        def _on_message(message: ReceiveMessages) -> None:
-            if session.closed:
-                return
-            match message:
-                case WsAnswer():
-                    session.mid = _first_mid(message.sdp)
-                    send_message(WebRTCAnswer(message.sdp))
-                case WsCandidate():
-                    send_message(
-                        WebRTCCandidate(
-                            RTCIceCandidateInit(
-                                message.candidate, sdp_mid=session.mid, sdp_m_line_index=0
-                            )
-                        )
-                    )
-                case WsError():
-                    send_message(WebRTCError("webrtc_offer_failed", self._redact(message.error)))
-                    self.close_session(session_id)
-
-        session.unsubscribe = session.ws.subscribe(_on_message)
-        try:
-            await session.ws.send(WsOffer(offer_sdp, self._ice_servers()))
-        except Go2RtcClientError as err:
-            cause = self._redact(str(err.__cause__ or err))
-            _LOGGER.warning("Cannot forward a WebRTC offer to go2rtc: %s", cause)
-            self.close_session(session_id)
-            send_message(WebRTCError("webrtc_offer_failed", f"go2rtc did not answer: {cause}"))
+        await self._forwarded.async_forward_offer(
+            self._client,
+            name,
+            offer_sdp,
+            send_message,
+            camera_id=camera_id,
+            session_id=session_id,
+            ice_servers=self._ice_servers(),
+        )
 
     async def async_on_candidate(
         self, camera_id: str, session_id: str, candidate: RTCIceCandidateInit
@@ -668,35 +613,18 @@ class Go2RtcEngine:
         """Trickle a viewer's candidate to go2rtc (or to our own peer)."""
         if self._local.serves(session_id):
             await self._local.async_on_candidate(session_id, candidate)
-            return
-        session = self._sessions.get(session_id)
-        if session is None or session.closed:
-            _LOGGER.debug("Candidate for unknown WebRTC session %s ignored", session_id)
-            return
-        try:
-            await session.ws.send(WsCandidate(candidate.candidate))
-        except Go2RtcClientError as err:
-            _LOGGER.debug("Cannot forward a candidate to go2rtc: %s", self._redact(str(err)))
+        else:
+            await self._forwarded.async_on_candidate(session_id, candidate)
 
     def close_session(self, session_id: str) -> None:
-        """Close a viewer's signalling channel (go2rtc ends the peer with it)."""
+        """Close a viewer's session, whoever serves it."""
         self._local.close_session(session_id)
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            return
-        session.closed = True
-        if session.unsubscribe is not None:
-            with contextlib.suppress(ValueError):
-                session.unsubscribe()
-        task = self._hass.async_create_task(_close_ws(session.ws), eager_start=True)
-        if not task.done():
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        self._forwarded.close_session(session_id)
 
     @property
     def viewer_count(self) -> int:
         """Return the number of open WebRTC sessions."""
-        return len(self._sessions) + self._local.count
+        return self._forwarded.count + self._local.count
 
     # ----- snapshots --------------------------------------------------------------------------
 
@@ -756,25 +684,6 @@ def _rewrite_config(
 def _kill_stale(folder: Path, config_path: Path) -> None:
     if folder.is_dir():
         kill_stale_process(folder, config_path)
-
-
-def _first_mid(sdp: str) -> str | None:
-    for line in sdp.splitlines():
-        if line.startswith("a=mid:"):
-            return line[len("a=mid:") :].strip()
-    return None
-
-
-async def _close_ws(ws: Go2RtcWsClient) -> None:
-    """Close a go2rtc WebSocket; go2rtc-client's close re-raises its reader's cancellation."""
-    try:
-        await ws.close()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-    except Go2RtcClientError as err:
-        _LOGGER.debug("Closing a go2rtc WebSocket failed: %s", err)
 
 
 if TYPE_CHECKING:

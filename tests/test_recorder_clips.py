@@ -35,6 +35,7 @@ from custom_components.lightnvr.recorder.clips import (
     ClipHandle,
     ClipLayout,
     ClipManager,
+    ClipRecorder,
     EventClip,
     label_slug,
     sidecar_path,
@@ -651,6 +652,43 @@ async def test_camera_going_away_finishes_the_clip(
     second = await finished(again)
     check_video(second.path)
     assert second.start >= back_wall
+
+
+async def test_hub_restart_ends_the_clip_and_buffering_resumes(
+    camera_hub: StreamHub, make_manager: ManagerFactory
+) -> None:
+    """The hub stops mid-clip (its queues close): the clip ends; once it is back, clips work."""
+    manager = await make_manager(pre_roll=1.0)
+    await buffering(manager, camera_hub, 1.0)
+    handle = manager.async_trigger("cam1", "person")
+    await wait_until(lambda: handle.part_path is not None)
+    await asyncio.sleep(1.0)
+    await camera_hub.async_stop()
+    clip = await finished(handle)  # never released: the end of the stream ends it
+    check_video(clip.path)
+    assert manager.active_clip("cam1") is None
+    await wait_until(lambda: manager.buffered_seconds("cam1") == 0.0)  # gone with the stream
+
+    camera_hub.start()  # the recorder subscribes again by itself
+    await wait_until(lambda: manager.buffered_seconds("cam1") >= 0.5)
+    again = manager.async_trigger("cam1", "person")
+    assert again is not handle
+    assert manager.async_release("cam1", "person")
+    check_video((await finished(again)).path)
+
+
+async def test_stop_before_start_gives_up_pending_clips(
+    hass: HomeAssistant, tmp_path: Path
+) -> None:
+    """A recorder stopped before its thread ever ran still resolves the clips asked of it."""
+    recorder = ClipRecorder("cam1", SilentSource(), ClipLayout(tmp_path, TZ), hass.loop)
+    handle = recorder.save(2.0, 0.0)
+    await hass.async_add_executor_job(recorder.stop)
+    async with asyncio.timeout(5):
+        assert await handle.wait() is None
+    assert not recorder.alive
+    with pytest.raises(ClipError):
+        recorder.trigger("motion")
 
 
 async def test_audio_is_copied_with_the_video(

@@ -18,6 +18,7 @@ import av
 import av.error
 
 from ..hub import MediaPacket, StreamInfo
+from ..media.audio_align import align_audio
 from ..media.bmff import (
     iter_boxes,
     parse_moof,
@@ -28,14 +29,8 @@ from ..media.bmff import (
 )
 from ..media.consumer import PacketConsumer, PacketSource
 from ..media.fmp4 import Fmp4Writer
-from ..media.params import (
-    AUDIO_CODECS,
-    VIDEO_CODECS,
-    adts_header_length,
-    adts_to_asc,
-    video_extradata,
-)
-from ..media.timestamps import TimestampRepair
+from ..media.params import AUDIO_CODECS, VIDEO_CODECS, video_extradata
+from ..media.timestamps import TimestampRepair, connection_clocks
 from ..recorder.audio import AacAudio
 from .live_types import LIVE_TARGET_SECONDS, LiveChunk, LiveSource
 
@@ -231,10 +226,7 @@ class MemoryMuxer(PacketConsumer):
         self._close()
         self._generation = generation
         info = self._aac.reset(self._source.info, generation)
-        fps = info.fps if info is not None and info.generation == generation else None
-        self._video_clock = TimestampRepair(1 / fps if fps else None)
-        rate = info.audio_sample_rate if info is not None else None
-        self._audio_clock = TimestampRepair(1024 / rate if rate else None)
+        self._video_clock, self._audio_clock = connection_clocks(info, generation)
         self._audio_extradata = None
         self._need_keyframe = True
 
@@ -262,20 +254,13 @@ class MemoryMuxer(PacketConsumer):
         info = self._aac.stream_info(self._source.info)
         if info is None or info.audio_codec not in AUDIO_CODECS:
             return
-        clock = self._audio_clock
-        video_seconds = self._video_clock.last_seconds
-        if video_seconds is not None:
-            clock.align(packet, video_seconds + packet.received - self._video_clock.last_received)
-        dts, pts, _ = clock.fix(packet)
-        data = packet.data
-        header = adts_header_length(data)
-        if header:
-            if self._audio_extradata is None:
-                self._audio_extradata = adts_to_asc(data)
-            data = data[header:]
+        audio = align_audio(packet, self._audio_clock, self._video_clock, self._audio_extradata)
+        self._audio_extradata = audio.config
         container = self._container
         if container is not None and container.audio is not None:
-            container.write_audio(data, dts, pts, packet.time_base, clock.step)
+            container.write_audio(
+                audio.data, audio.dts, audio.pts, packet.time_base, audio.duration
+            )
 
     def _open(self, packet: MediaPacket, dts: int) -> _Container | None:
         info = self._aac.stream_info(self._source.info)

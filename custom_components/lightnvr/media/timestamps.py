@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..hub import MediaPacket
+from ..hub import MediaPacket, StreamInfo
 
 # A timestamp step this much larger than the time between the packets' arrivals is a jump
 # in the camera's clock, not real time passing.
@@ -125,3 +125,17 @@ class TimestampRepair:
     def last_received(self) -> float:
         """Return when the last packet arrived (time.monotonic())."""
         return self._last_received
+
+
+def connection_clocks(
+    info: StreamInfo | None, generation: int
+) -> tuple[TimestampRepair, TimestampRepair]:
+    """Return new (video, audio) clocks for connection `generation`, spaced as `info` says.
+
+    The recorder, event clips and live HLS start their clocks over the same way on every new
+    connection, so that they repair one stream alike. The frame rate is only taken from the
+    info of that very connection: the hub may already describe a newer one.
+    """
+    fps = info.fps if info is not None and info.generation == generation else None
+    rate = info.audio_sample_rate if info is not None else None
+    return TimestampRepair(1 / fps if fps else None), TimestampRepair(1024 / rate if rate else None)

@@ -42,6 +42,7 @@ import av
 import av.error
 
 from ..hub import MediaPacket, StreamInfo
+from ..media.audio_align import align_audio
 from ..media.bmff import parse_moof
 from ..media.consumer import PacketConsumer, PacketSource
 from ..media.params import (
@@ -52,7 +53,7 @@ from ..media.params import (
     parameter_sets_from_keyframe,
     video_extradata,
 )
-from ..media.timestamps import TimestampRepair
+from ..media.timestamps import TimestampRepair, connection_clocks
 from .audio import AacAudio
 from .segment_writer import FragmentInfo, SegmentWriter, _FragmentSink
 from .storage import Segment, StorageLayout, recover_part
@@ -346,10 +347,7 @@ class Segmenter(PacketConsumer):
         self._finish()
         self._generation = generation
         info = self._aac.reset(self._source.info, generation)
-        fps = info.fps if info is not None and info.generation == generation else None
-        self._video_clock = TimestampRepair(1 / fps if fps else None)
-        rate = info.audio_sample_rate if info is not None else None
-        self._audio_clock = TimestampRepair(1024 / rate if rate else None)
+        self._video_clock, self._audio_clock = connection_clocks(info, generation)
         self._audio_codec = info.audio_codec if info is not None else None
         self._audio_extradata = None
         self._need_keyframe = True
@@ -390,26 +388,15 @@ class Segmenter(PacketConsumer):
     def _handle_audio(self, packet: MediaPacket) -> None:
         if self._audio_codec not in AUDIO_CODECS:
             return
-        clock = self._audio_clock
-        video_seconds = self._video_clock.last_seconds
-        if video_seconds is not None:
-            # Lip sync: audio stays on the demuxer's common timeline unless its clock is far off.
-            clock.align(packet, video_seconds + packet.received - self._video_clock.last_received)
-        dts, pts, repair = clock.fix(packet)
-        if repair is not None:
-            self._count_repair(repair)
-        data = packet.data
-        header = adts_header_length(data)
-        if header:
-            # AAC from MPEG-TS style sources comes with ADTS headers, which MP4 does not hold;
-            # their config is learnt for the next segment when the source gave none.
-            if self._audio_extradata is None:
-                self._audio_extradata = adts_to_asc(data)
-            data = data[header:]
+        # The config learnt from ADTS headers serves the next segment when the source gave none.
+        audio = align_audio(packet, self._audio_clock, self._video_clock, self._audio_extradata)
+        self._audio_extradata = audio.config
+        if audio.repair is not None:
+            self._count_repair(audio.repair)
         writer = self._writer
         if writer is None or writer.audio is None:
             return
-        writer.write_audio(data, dts, pts, packet.time_base, clock.step)
+        writer.write_audio(audio.data, audio.dts, audio.pts, packet.time_base, audio.duration)
         self._deliver_fragments(writer)
 
     def _audio_config(self, info: StreamInfo) -> bytes | None:

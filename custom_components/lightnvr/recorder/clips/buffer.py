@@ -14,7 +14,9 @@ from fractions import Fraction
 from typing import Literal
 
 from ...hub import MediaPacket, StreamInfo
-from ..segmenter import AUDIO_CODECS, TimestampRepair, adts_header_length, adts_to_asc
+from ...media.audio_align import align_audio
+from ...media.params import AUDIO_CODECS
+from ...media.timestamps import TimestampRepair, connection_clocks
 
 # The buffer keeps a little more than asked for: a trigger is applied a moment after the call.
 _BUFFER_SLACK_SECONDS = 0.5
@@ -53,13 +55,10 @@ class PreRollBuffer:
         self._audio_codec: str | None = None
         self.adts_config: bytes | None = None  # learnt from ADTS headers if the SDP had none
 
-    def reset(self, info: StreamInfo | None) -> None:
-        """Start over for a new connection described by `info` (None: not known yet)."""
+    def reset(self, info: StreamInfo | None, generation: int) -> None:
+        """Start over for connection `generation`, described by `info` (None: not known yet)."""
         self.clear()
-        fps = info.fps if info is not None else None
-        self._video_clock = TimestampRepair(1 / fps if fps else None)
-        rate = info.audio_sample_rate if info is not None else None
-        self._audio_clock = TimestampRepair(1024 / rate if rate else None)
+        self._video_clock, self._audio_clock = connection_clocks(info, generation)
         self._audio_codec = info.audio_codec if info is not None else None
         self.adts_config = None
 
@@ -101,19 +100,17 @@ class PreRollBuffer:
             )
         if self._audio_codec not in AUDIO_CODECS:
             return None
-        clock = self._audio_clock
-        video_seconds = self._video_clock.last_seconds
-        if video_seconds is not None:
-            clock.align(packet, video_seconds + packet.received - self._video_clock.last_received)
-        dts, pts, _ = clock.fix(packet)
-        data = packet.data
-        header = adts_header_length(data)
-        if header:  # MP4 holds raw AAC; the config is learnt from the header if the SDP had none
-            if self.adts_config is None:
-                self.adts_config = adts_to_asc(data)
-            data = data[header:]
+        audio = align_audio(packet, self._audio_clock, self._video_clock, self.adts_config)
+        self.adts_config = audio.config
         return BufferedPacket(
-            "audio", data, dts, pts, clock.step, False, packet.received, packet.time_base
+            "audio",
+            audio.data,
+            audio.dts,
+            audio.pts,
+            audio.duration,
+            False,
+            packet.received,
+            packet.time_base,
         )
 
     def add(self, entry: BufferedPacket) -> None:

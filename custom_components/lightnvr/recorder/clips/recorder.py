@@ -39,15 +39,10 @@ import av
 import av.error
 
 from ...detection import Box
-from ...hub import MediaPacket, ThreadPacketQueue
+from ...hub import MediaPacket
+from ...media.consumer import PacketConsumer, PacketSource
 from ..audio import AacAudio
-from ..segmenter import (
-    DEFAULT_FRAGMENT_SECONDS,
-    VIDEO_CODECS,
-    PacketSource,
-    SegmentWriter,
-    video_extradata,
-)
+from ..segmenter import DEFAULT_FRAGMENT_SECONDS, VIDEO_CODECS, SegmentWriter, video_extradata
 from .buffer import BufferedPacket, PreRollBuffer
 from .handle import ClipFinishedCallback, ClipHandle, ClipState, box_dict
 from .store import (
@@ -79,11 +74,14 @@ _IDLE_FINISH_SECONDS = 5.0
 # After a clip's end, packets that arrived before it but are this late are not waited for.
 _LATE_PACKET_SECONDS = 1.0
 _QUEUE_PACKETS = 2048
-_RESUBSCRIBE_SECONDS = 1.0
 
 
-class ClipRecorder:
-    """Keeps one camera's pre-roll in memory and writes its clips, in its own thread."""
+class ClipRecorder(PacketConsumer):
+    """Keeps one camera's pre-roll in memory and writes its clips, in its own thread.
+
+    The thread is a `PacketConsumer`: batched, draining what is queued on stop (running clips
+    get every packet that came before it), resubscribing after the hub restarts.
+    """
 
     def __init__(
         self,
@@ -106,10 +104,17 @@ class ClipRecorder:
         clip on demand can have. `on_finished(handle, clip)` runs in the clip thread.
         """
         layout.camera_dir(camera_id)  # refuses an unsafe id before any thread starts
+        super().__init__(
+            source,
+            label=f"Clip recorder of {camera_id}",
+            thread_name=f"lightnvr-clips-{camera_id}",
+            queue_packets=_QUEUE_PACKETS,
+            batch_seconds=_BATCH_SECONDS,
+            drain_on_stop=True,
+        )
         self.camera_id = camera_id
-        self._source = source
         self._layout = layout
-        self._loop = loop
+        self._event_loop = loop  # not `_loop`: that is the consumer's thread loop
         self.pre_roll = max(0.0, pre_roll)
         self.post_roll = max(0.0, post_roll)
         self.max_length = max(1.0, max_length)
@@ -122,55 +127,21 @@ class ClipRecorder:
         self._clips: list[ClipState] = []
         self._event: ClipState | None = None  # the clip new triggers extend
 
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-        self._queue_lock = threading.Lock()
-        self._queue: ThreadPacketQueue | None = None
-        self._queue_dropped = 0
-        self._resubscribe_at = 0.0
-        self._last_packet_at = 0.0
-
         self._buffer = PreRollBuffer(self.buffer_seconds)
         self._generation: int | None = None
         self._aac = AacAudio(source.name)
         self._unsupported_logged: set[str] = set()
 
-        self.dropped_packets = 0
         self.clips_written = 0
 
     # ----- control (any thread) ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start buffering (the clip thread)."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"lightnvr-clips-{self.camera_id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Finish every running clip and stop the thread. Blocking: run it in an executor."""
-        self._stopping.set()
-        self._wake.set()
-        with self._queue_lock:
-            queue = self._queue
-        if queue is not None:
-            self._source.unsubscribe(queue)  # wakes a blocked get(); the thread drains and ends
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                _LOGGER.warning("Clip recorder of %s did not stop in time", self.camera_id)
-        else:
+        started = self._thread is not None
+        super().stop(timeout)  # the thread drains its queue, then finishes every clip
+        if not started:
             self._finish_all()  # never started: give up pending clips so nobody waits forever
-
-    @property
-    def alive(self) -> bool:
-        """Return True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
 
     def trigger(
         self,
@@ -189,7 +160,7 @@ class ClipRecorder:
             clip = self._event
             if clip is None:
                 handle = ClipHandle(
-                    self.camera_id, label, self._loop, manual=False, triggered=time.time()
+                    self.camera_id, label, self._event_loop, manual=False, triggered=time.time()
                 )
                 clip = ClipState(handle, now, self.pre_roll, self.max_length)
                 self._event = clip
@@ -241,7 +212,7 @@ class ClipRecorder:
             )
         now = time.monotonic()
         handle = ClipHandle(
-            self.camera_id, MANUAL_LABEL, self._loop, manual=True, triggered=time.time()
+            self.camera_id, MANUAL_LABEL, self._event_loop, manual=True, triggered=time.time()
         )
         pre = min(pre, self.buffer_seconds)  # the rest of the length comes after the call
         clip = ClipState(handle, now, pre, None, end_at=now + (duration - pre))
@@ -263,85 +234,26 @@ class ClipRecorder:
 
     # ----- the thread -------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _handle_packet(self, packet: MediaPacket) -> None:
         try:
-            while True:
-                queue = self._ensure_queue()
-                if queue is None:
-                    if self._stopping.is_set():
-                        break
-                    self._check_deadlines(time.monotonic())
-                    continue
-                try:
-                    packet = queue.get(timeout=0)
-                except EOFError:
-                    self._on_queue_closed()
-                    continue
-                self._count_drops(queue)
-                if packet is None:
-                    if self._stopping.is_set():
-                        self._on_queue_closed()  # drained: the end
-                        continue
-                    self._on_idle()
-                    self._wake.wait(_BATCH_SECONDS)  # a trigger or stop() wakes it at once
-                    self._wake.clear()
-                    continue
-                self._last_packet_at = time.monotonic()
-                try:
-                    self._on_packet(packet)
-                except Exception:
-                    # Never stop buffering for one bad packet: running clips end with what
-                    # they have, the buffer starts over at the next keyframe.
-                    _LOGGER.exception("Clip recorder of %s failed on a packet", self.camera_id)
-                    self._finish_open("error")
-                    self._buffer.clear()
+            self._on_packet(packet)
         except Exception:
-            _LOGGER.exception("Clip recorder of %s failed", self.camera_id)
-        finally:
-            self._finish_all()
-            self._drop_queue()
-
-    def _ensure_queue(self) -> ThreadPacketQueue | None:
-        with self._queue_lock:
-            if self._queue is not None or self._stopping.is_set():
-                return self._queue
-        wait = self._resubscribe_at - time.monotonic()
-        if wait > 0:
-            self._wake.wait(min(wait, _BATCH_SECONDS))
-            self._wake.clear()
-            return None
-        queue = self._source.subscribe_thread(_QUEUE_PACKETS, from_keyframe=True)
-        with self._queue_lock:
-            self._queue = queue
-            self._queue_dropped = 0
-        if self._stopping.is_set():
-            self._source.unsubscribe(queue)  # stop() ran while subscribing: drain and end
-        self._last_packet_at = time.monotonic()
-        return queue
-
-    def _drop_queue(self) -> None:
-        with self._queue_lock:
-            queue, self._queue = self._queue, None
-        if queue is not None:
-            self._source.unsubscribe(queue)
+            # Never stop buffering for one bad packet: running clips end with what they have,
+            # the buffer starts over at the next keyframe.
+            _LOGGER.exception("Clip recorder of %s failed on a packet", self.camera_id)
+            self._finish_open("error")
+            self._buffer.clear()
 
     def _on_queue_closed(self) -> None:
-        """Handle the end of the subscription: we stop, or the hub stopped (and may restart)."""
+        """Finish the open clips: we stop, or the hub stopped (and may restart)."""
         self._finish_open("the stream ended")
-        self._drop_queue()
         self._buffer.clear()
-        if not self._stopping.is_set():
-            self._resubscribe_at = time.monotonic() + _RESUBSCRIBE_SECONDS
 
-    def _count_drops(self, queue: ThreadPacketQueue) -> None:
-        dropped = queue.dropped
-        if dropped == self._queue_dropped:
-            return
-        self.dropped_packets += dropped - self._queue_dropped
-        self._queue_dropped = dropped
+    def _on_drops(self, count: int) -> None:
         _LOGGER.warning(
-            "Clip recorder of %s could not keep up and lost %d packet(s)",
+            "Clip recorder of %s could not keep up and lost %d packet(s) (%d in all)",
             self.camera_id,
+            count,
             self.dropped_packets,
         )
         # A lost packet breaks the references of the frames after it: the buffer starts over
@@ -349,6 +261,13 @@ class ClipRecorder:
         self._buffer.clear()
         for clip in self._snapshot():
             clip.need_keyframe = True
+
+    def _on_waiting(self) -> None:
+        # No subscription (the hub is restarting): clips on demand still end on time.
+        self._check_deadlines(time.monotonic())
+
+    def _on_exit(self) -> None:
+        self._finish_all()
 
     def _on_idle(self) -> None:
         now = time.monotonic()
@@ -429,7 +348,10 @@ class ClipRecorder:
             self._finish_open("new connection")
         self._generation = generation
         info = self._aac.reset(self._source.info, generation)
-        self._buffer.reset(info if info is not None and info.generation == generation else None)
+        # Another connection's info (the hub may be a step ahead) describes nothing buffered.
+        self._buffer.reset(
+            info if info is not None and info.generation == generation else None, generation
+        )
 
     # ----- writing ----------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Live HLS: LightNVR's playlists vs Home Assistant's own stream component, same camera, same run.
 
-Latency — when a frame arrived from the camera vs when the segment (or HA's LL-HLS part) that
-starts with it is first listed in the playlist. The arrival time is measured once for both:
-a subscriber on LightNVR's hub records the wall time of every video packet, keyed by the
+Latency — when a frame arrived from the camera vs when the segment (or LL-HLS part, ours and
+HA's) that starts with it is first listed in the playlist. The arrival time is measured once for
+both: a subscriber on LightNVR's hub records the wall time of every video packet, keyed by the
 bytes of its slice. The first frame of each listed segment is then looked up by its bytes, so
 neither side's own EXT-X-PROGRAM-DATE-TIME is trusted (HA's starts when its worker starts,
 not when the frame arrived). Both read the same GStreamer mount, which sends every client the
@@ -12,6 +12,10 @@ Time to first playable segment — from the first request until a player has the
 and a media segment: LightNVR `live.m3u8` → init → newest segment, started cold (recording on:
 from the recorder's fragments; recording off: the in-memory muxer starts); HA `camera/stream`
 → master playlist → playlist → init → first segment (what the frontend does).
+
+Our parts: one per fragment — the recorder's are one GOP each (it cuts at every keyframe), the
+in-memory muxer's at most `live.LIVE_PART_SECONDS` (0.5 s). Parts are timed by polling like
+HA's (not by blocking reloads), so both sides are measured the same way.
 
 HA's stream component runs with its default settings (LL-HLS: 6 s segments, 1 s parts) and,
 in a second run, with `ll_hls: false` (2 s segments).
@@ -396,7 +400,7 @@ async def bench_hls(  # noqa: PLR0917 - pytest passes fixtures by name
                     playlist_url=our_live,
                     base="",
                     segments=results.setdefault(name, Listing(name)),
-                    parts=None,
+                    parts=results.setdefault(f"{name}_parts", Listing(f"{name} parts")),
                     seconds=LATENCY_SECONDS,
                 ),
                 _poll(
@@ -424,7 +428,9 @@ async def bench_hls(  # noqa: PLR0917 - pytest passes fixtures by name
     print(f"|{'-' * 54}|------|----------|----------|----------|----------|")
     print(f"| {'Latency: frame arrival → its segment listed':<52} |      |          |")
     print(_row("LightNVR, recording on (recorder's fragments)", results["rec_on"].latencies))
+    print(_row("LightNVR, recording on: part (EXT-X-PART)", results["rec_on_parts"].latencies))
     print(_row("LightNVR, recording off (in-memory muxer)", results["rec_off"].latencies))
+    print(_row("LightNVR, recording off: part (EXT-X-PART)", results["rec_off_parts"].latencies))
     print(_row(f"{ha_name}: segment", results["ha_segments"].latencies))
     if ll_hls:
         print(_row(f"{ha_name}: part (EXT-X-PART)", results["ha_parts"].latencies))

@@ -46,6 +46,7 @@ from .test_hls_views import (  # noqa: F401 - pytest finds the fixture by name
     hls_entry_fixture,
     live_muxer_threads,
     map_uris,
+    part_uris,
     playlist_uris,
     signed,
     wait_segments,
@@ -122,6 +123,7 @@ async def test_live_from_the_recorders_fragments(
     assert "#EXT-X-MAP:" in first
     assert "#EXT-X-PROGRAM-DATE-TIME:" in first
     assert "#EXT-X-ENDLIST" not in first
+    assert "#EXT-X-PART:" in first  # LL-HLS parts: a player without LL-HLS skips them
     # Several segments at once: the recorder's newest fragments were already on disk.
     assert len(playlist_uris(first)) >= 2
     assert not live_muxer_threads()  # no second muxer: the recorder's bytes are served
@@ -167,8 +169,11 @@ async def test_live_without_recording(
     assert player.frames == 75
     assert player.size == (640, 360)
     assert _rising(player.times)
-    init = await client.get(map_uris(await (await client.get(url)).text())[-1])
+    text = await (await client.get(url)).text()
+    init = await client.get(map_uris(text)[-1])
     assert (await init.read())[4:8] == b"ftyp"
+    part = await client.get(part_uris(text)[-1][0])  # an LL-HLS part, from memory
+    assert (await part.read())[4:8] == b"moof"
     assert sorted(recorder.layout.root.rglob("*.mp4*")) == files_before  # no disk used
 
     # Nobody asks for a while: the muxer stops; the next request starts it again.
@@ -456,3 +461,63 @@ async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
     assert camera.window().target == 3
     camera.on_recorder_fragment(_fragment("a.mp4.part", 7, T0 + 13))
     assert camera.window().target == 3
+
+
+async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
+    """Every chunk is a part at once; a wait for a part ends when it is added, not before."""
+    camera = _recording_window(hass)
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 0, T0))
+    window = camera.window()
+    assert not window.segments  # the segment is not complete …
+    assert window.partial is not None  # … but its first part is listed
+    assert (window.partial.sequence, len(window.partial.parts)) == (0, 1)
+    assert window.part_target == 1.0
+    assert camera.reached(0, 0)
+    assert not camera.reached(0, 1)
+    assert not camera.reached(0, None)  # the whole segment
+
+    waiting = asyncio.create_task(camera.async_wait_until(lambda: camera.reached(0, 1), 5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 1, T0 + 1))
+    assert await asyncio.wait_for(waiting, 1)
+    segment = camera.segment(0)
+    assert segment is not None
+    assert [part.offset for part in segment.parts] == [100, 1100]
+    found = camera.part(0, 1)
+    assert found is not None
+    assert found[0] is segment.parts[1]
+    assert found[1] is segment.init
+    assert camera.reached(0, None)
+    # A part past the last of a complete segment is part 0 of the next one (RFC 8216bis).
+    assert not camera.reached(0, 2)
+    assert camera.part(1, 0) is None
+    camera.on_recorder_fragment(_fragment("a.mp4.part", 2, T0 + 2))
+    assert camera.reached(0, 2)
+    assert camera.part(1, 0) is not None
+    # Bounded: gives up (False) when nothing comes.
+    assert not await camera.async_wait_until(lambda: camera.reached(5, 0), 0.05)
+
+
+async def test_live_window_sub_gop_parts_from_memory(hass: HomeAssistant) -> None:
+    """The muxer's 0.5 s parts: segments still start on keyframes, each part is listed."""
+    camera = _recording_window(hass)
+    camera.source = LiveSource.MEMORY
+    key = object()
+    for number in range(6):  # GOP 1 s, split in two parts
+        camera._add_chunk(
+            LiveChunk(
+                LiveSource.MEMORY, key, T0, T0 + 0.5 * number, 0.5, number % 2 == 0, b"x", b"i"
+            )
+        )
+    window = camera.window()
+    assert [(s.duration, s.independent, len(s.parts)) for s in window.segments] == [
+        (2.0, True, 4)  # closed when the keyframe after 2 s came, not at 2 s mid-GOP
+    ]
+    assert window.partial is not None
+    assert [part.keyframe for part in window.partial.parts] == [True, False]
+    assert window.part_target == 0.5
+    # A part shorter than the muxer's cut ends its GOP: the segment is listed with it.
+    camera._add_chunk(LiveChunk(LiveSource.MEMORY, key, T0, T0 + 3.0, 0.52, True, b"x", b"i"))
+    camera._add_chunk(LiveChunk(LiveSource.MEMORY, key, T0, T0 + 3.52, 0.48, False, b"x", b"i"))
+    assert [s.duration for s in camera.window().segments] == [2.0, 2.0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from custom_components.lightnvr.hls.playlist import (
     ByteRange,
     InitRef,
+    LowLatency,
+    PlaylistPart,
     PlaylistSegment,
     format_program_date_time,
     group_fragments,
@@ -166,3 +168,46 @@ def test_group_fragments_cuts_on_keyframes_near_the_target() -> None:
     # Slightly short fragments still make a segment (the muxer's frame rounding).
     assert group_fragments([(True, 0.98), (True, 0.98), (True, 1.0)], 2.0) == [[0, 1], [2]]
     assert group_fragments([], 2.0) == []
+
+
+def test_live_playlist_with_ll_hls_parts() -> None:
+    """Parts before each segment's EXTINF, the segment being filled, then the preload hint."""
+    init = InitRef("/live/init/1.mp4", key="1")
+    parts = (PlaylistPart("/live/7.0.m4s", 1.0, True), PlaylistPart("/live/7.1.m4s", 0.96, False))
+    segments = [
+        PlaylistSegment("/live/6.m4s", 2.0, T0, init),  # older: no parts listed
+        PlaylistSegment("/live/7.m4s", 1.96, T0 + 2.0, init, parts=parts),
+    ]
+    partial = PlaylistSegment(
+        "", 1.0, T0 + 3.96, init, parts=(PlaylistPart("/live/8.0.m4s", 1.0, True),)
+    )
+    low = LowLatency(part_target=1.0004, preload_hint="/live/8.1.m4s", partial=partial)
+    text = render_live_playlist(segments, media_sequence=6, target=2, low_latency=low)
+    lines = _lines(text)
+    assert lines[:8] == [
+        "#EXTM3U",
+        "#EXT-X-VERSION:6",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        "#EXT-X-TARGETDURATION:2",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.003",
+        "#EXT-X-PART-INF:PART-TARGET=1.001",  # rounded up: every part fits
+        "#EXT-X-MEDIA-SEQUENCE:6",
+        "#EXT-X-DISCONTINUITY-SEQUENCE:0",
+    ]
+    seven = lines.index("/live/7.m4s")
+    assert lines[seven - 3 : seven] == [
+        '#EXT-X-PART:DURATION=1.000,URI="/live/7.0.m4s",INDEPENDENT=YES',
+        '#EXT-X-PART:DURATION=0.960,URI="/live/7.1.m4s"',
+        "#EXTINF:1.960,",
+    ]
+    assert lines[seven + 1 :] == [
+        f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(T0 + 3.96)}",
+        '#EXT-X-PART:DURATION=1.000,URI="/live/8.0.m4s",INDEPENDENT=YES',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="/live/8.1.m4s"',
+    ]
+    assert text.count("#EXT-X-PART:") == 3
+    # Without blocking reloads (a signed playlist URL): the parts stay, the offer goes.
+    polled = LowLatency(part_target=1.0, preload_hint="/live/8.0.m4s", can_block_reload=False)
+    text = render_live_playlist(segments, media_sequence=6, target=2, low_latency=polled)
+    assert "#EXT-X-SERVER-CONTROL:PART-HOLD-BACK=3.000" in _lines(text)
+    assert _lines(text)[-1] == '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="/live/8.0.m4s"'

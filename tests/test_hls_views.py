@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+import io
 import os
 from pathlib import Path
 import threading
 import time
 
+import av
 from homeassistant.components.http.auth import async_sign_path
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
@@ -112,6 +114,27 @@ async def wait_segments(entry: MockConfigEntry, count: int, timeout: float = 60)
 def playlist_uris(text: str) -> list[str]:
     """Return the media URIs of a playlist."""
     return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def part_uris(text: str) -> list[tuple[str, bool, str]]:
+    """Return the EXT-X-PART URIs of a playlist: (URI, INDEPENDENT, the EXT-X-MAP it is under)."""
+    parts: list[tuple[str, bool, str]] = []
+    init = ""
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            init = _quoted_uri(line)
+        elif line.startswith("#EXT-X-PART:"):
+            parts.append((_quoted_uri(line), "INDEPENDENT=YES" in line, init))
+    return parts
+
+
+def hint_uri(text: str) -> str:
+    """Return the EXT-X-PRELOAD-HINT URI of a playlist."""
+    return next(_quoted_uri(line) for line in text.splitlines() if "PRELOAD-HINT" in line)
+
+
+def _quoted_uri(line: str) -> str:
+    return line.split('URI="', 1)[1].split('"', 1)[0]
 
 
 def map_uris(text: str) -> list[str]:
@@ -332,3 +355,68 @@ async def test_paths_for_media_source(hass: HomeAssistant) -> None:
     assert path == f"{HLS_URL}/cam1/vod/{int(start.timestamp())}-{int(end.timestamp()) + 1}.m3u8"
     assert "?" not in path
     assert live_playlist_path("cam1") == f"{HLS_URL}/cam1/live.m3u8"
+
+
+def _part_numbers(uri: str) -> tuple[int, int]:
+    name = uri.partition("?")[0].rsplit("/", 1)[1]
+    msn, part = name.removesuffix(".m4s").split(".")
+    return int(msn), int(part)
+
+
+async def test_live_ll_hls_parts_and_blocking_reload(
+    hass: HomeAssistant,
+    hls_entry: MockConfigEntry,
+    hass_client: ClientSessionGenerator,
+    hass_client_no_auth: ClientSessionGenerator,
+    hass_access_token: str,
+) -> None:
+    """LL-HLS: parts listed, blocking reloads, part bytes that decode, signed part URIs."""
+    camera_id = camera_id_of(hls_entry)
+    await wait_segments(hls_entry, 1)
+    client = await hass_client()
+    anonymous = await hass_client_no_auth()
+    path = live_playlist_path(camera_id)
+    text = await (await client.get(path)).text()
+    assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=" in text
+    assert "#EXT-X-PART-INF:PART-TARGET=" in text
+    assert part_uris(text)
+    camera = hls_entry.runtime_data.hls.live.camera(camera_id)
+    msn, part = _part_numbers(hint_uri(text))
+    assert camera.part(msn, part) is None  # hinted: not there yet
+
+    # Malformed or far-future blocking requests are refused at once.
+    assert (await client.get(f"{path}?_HLS_part=0")).status == 400
+    assert (await client.get(f"{path}?_HLS_msn=x")).status == 400
+    assert (await client.get(f"{path}?_HLS_msn={msn + 3}")).status == 400
+    # Blocking reload for the hinted part: answered once it exists (a new recording file
+    # starts a new segment instead: then its part 0 is what was waited for).
+    blocked = await client.get(f"{path}?_HLS_msn={msn}&_HLS_part={part}")
+    assert blocked.status == 200
+    after = await blocked.text()
+    listed = [_part_numbers(uri) for uri, _, _ in part_uris(after)]
+    assert (msn, part) in listed or (msn + 1, 0) in listed
+    whole = await client.get(f"{path}?_HLS_msn={msn}")  # the whole segment
+    assert f"/{msn}.m4s" in await whole.text()
+
+    # A part is a moof+mdat that decodes after its init section; its URI is signed.
+    uri, _, init_uri = next(item for item in reversed(part_uris(after)) if item[1])
+    body = await (await anonymous.get(uri)).read()
+    assert body[4:8] == b"moof"
+    assert b"mdat" in body
+    init = await (await anonymous.get(init_uri)).read()
+    with av.open(io.BytesIO(init + body)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 1
+    for unsigned in (uri.split("?")[0], hint_uri(after).split("?")[0]):
+        assert (await anonymous.get(unsigned)).status == 401
+
+    # A signed playlist URL cannot take _HLS_msn (the signature covers the query): parts are
+    # listed, blocking reload is not offered; the hinted part is held until it exists.
+    signed_text = await (await anonymous.get(await signed(hass, hass_access_token, path))).text()
+    assert "#EXT-X-PART:" in signed_text
+    assert "CAN-BLOCK-RELOAD" not in signed_text
+    hinted = await anonymous.get(hint_uri(signed_text))
+    if hinted.status == 200:  # 404 when a new recording file started a new segment first
+        assert (await hinted.read())[4:8] == b"moof"
+    else:
+        assert hinted.status == 404

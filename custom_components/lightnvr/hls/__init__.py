@@ -1,9 +1,11 @@
 """HLS served by Home Assistant itself: live playlists per camera and recorded (VOD) playlists.
 
-- `playlist`: pure rendering of live and VOD media playlists.
-- `live`: live segments from the recorder's fragments, or from an on-demand in-memory muxer.
+- `playlist`: pure rendering of live (with LL-HLS parts) and VOD media playlists.
+- `live`, `live_hls`, `live_types`, `live_io`: live segments and parts from the recorder's
+  fragments, or from an on-demand in-memory muxer (`live_muxer`).
 - `vod`: the fragment index of finished recordings, and the shared wall-clock timeline.
-- `views`: the HTTP views under /api/lightnvr/hls/…, behind HA auth with signed URLs.
+- `views`, `live_views`: the HTTP views under /api/lightnvr/hls/…, behind HA auth with
+  signed URLs (blocking playlist reload for authenticated players).
 - `limits`: how many files one VOD playlist may list, and how many are built at once.
 """
 

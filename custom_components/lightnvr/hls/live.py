@@ -30,10 +30,11 @@ starts with a keyframe unless the camera's GOP is longer than 2 s (such segments
 dependent and the playlist then drops EXT-X-INDEPENDENT-SEGMENTS). The very first segment
 after a (re)start is a single fragment, so a player can start one GOP sooner.
 
-Not implemented: LL-HLS partial segments (EXT-X-PART, blocking playlist reload). A segment is
-listed ~2 s after its first frame arrived (HA's default LL-HLS: 6 s segments, 1 s parts), see
-bench/hls.py. The recorder's one-GOP fragments are already byte ranges, so parts could be
-added on top of this window later.
+LL-HLS: every chunk is also listed as a part (EXT-X-PART) as soon as it is muxed, the
+segment being filled included, and blocking playlist reloads wait for a given part
+(`async_wait_until` + `reached`); see `live_views`. Parts are the sources' fragments: one GOP
+from the recorder (it cuts at every keyframe, at most 1.5 s), at most `LIVE_PART_SECONDS`
+from the in-memory muxer, whose segments are then closed on the keyframe part that follows.
 
 Threads: the muxer thread and the recorder thread only hand finished chunks to the event loop
 (`call_soon_threadsafe`); every window, init and timer is owned by the loop. File reads run in
@@ -51,17 +52,17 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from ..media.bmff import parse_tracks, retime_fragments, timeline_shifts
-from ..recorder.segmenter import FragmentInfo, PacketSource
+from ..recorder.segmenter import FragmentInfo
 from .live_muxer import MemoryMuxer
 from .live_types import (
     LIVE_TARGET_SECONDS,
     LiveChunk,
     LiveInit,
+    LivePartial,
     LiveSegment,
     LiveSource,
     LiveWindow,
@@ -71,7 +72,7 @@ from .live_types import (
 from .playlist import TARGET_TOLERANCE, target_duration
 
 if TYPE_CHECKING:
-    from ..runtime import LightNvrRuntime
+    from .live_hls import LiveHls
 
 # Names importers take from here (the muxer and the shared types have modules of their own).
 __all__ = [
@@ -82,7 +83,6 @@ __all__ = [
     "LIVE_WINDOW_SEGMENTS",
     "LiveCamera",
     "LiveChunk",
-    "LiveHls",
     "LiveInit",
     "LiveSegment",
     "LiveSource",
@@ -106,6 +106,12 @@ _RECORDER_FRESH_SECONDS = 3.0
 # before deciding that it stopped.
 _RECORDER_SETTLE_SECONDS = 1.0
 _MUXER_RESTART_SECONDS = 1.0
+# The in-memory muxer cuts a fragment (a part) at every keyframe and after this long, so that
+# LL-HLS parts are shorter than a GOP; a segment of its parts is still cut on keyframes only,
+# unless the GOP is longer than `_SPLIT_MAX_SECONDS`.
+LIVE_PART_SECONDS = 0.5
+_SPLIT_MAX_SECONDS = 2 * LIVE_TARGET_SECONDS
+_PART_EPSILON = 0.001
 _OVERLAP_TOLERANCE = 0.1  # seconds a new source's first fragment may overlap the last segment
 
 
@@ -132,6 +138,7 @@ class LiveCamera:
         # A live playlist's target duration must not change; only a camera whose GOP is
         # longer than the target makes it grow (segments are cut on keyframes only).
         self._target = target_duration([], LIVE_TARGET_SECONDS)
+        self._part_target = 0.0  # likewise EXT-X-PART-INF: the longest chunk listed so far
         self._discontinuity = False  # the next segment follows a break
         self._fast_start = False  # close the next segment after its first fragment
         self._last_end: float | None = None
@@ -169,31 +176,81 @@ class LiveCamera:
 
     async def async_wait_segment(self, max_wait: float) -> bool:
         """Wait until the window holds a segment; False after `max_wait` seconds."""
-        while not self._segments:
-            if self.source is None:
-                return False
-            future: asyncio.Future[None] = self._hass.loop.create_future()
-            self._waiters.append(future)
-            try:
-                async with asyncio.timeout(max_wait):
-                    await future
-            except TimeoutError:
-                return bool(self._segments)
-            finally:
-                if future in self._waiters:
-                    self._waiters.remove(future)
+        return await self.async_wait_until(lambda: bool(self._segments), max_wait)
+
+    async def async_wait_until(self, ready: Callable[[], bool], max_wait: float) -> bool:
+        """Wait until `ready()` (checked at every new chunk); False after `max_wait` s."""
+        try:
+            async with asyncio.timeout(max_wait):
+                while not ready():
+                    if self.source is None:
+                        return False
+                    future: asyncio.Future[None] = self._hass.loop.create_future()
+                    self._waiters.append(future)
+                    try:
+                        await future
+                    finally:
+                        if future in self._waiters:
+                            self._waiters.remove(future)
+        except TimeoutError:
+            return ready()
         return True
+
+    @property
+    def filling(self) -> int:
+        """Return the media sequence number of the segment being filled."""
+        return self._next_sequence
+
+    def reached(self, msn: int, part: int | None) -> bool:
+        """Return True once a blocking reload for `_HLS_msn`/`_HLS_part` can be answered.
+
+        Without a part: once segment `msn` is complete. A part index past the last part of a
+        complete segment means part 0 of the next one (RFC 8216bis 6.2.5.2).
+        """
+        if part is None:
+            return msn < self._next_sequence
+        if msn == self._next_sequence:
+            return part < len(self._pending)
+        if msn > self._next_sequence:
+            return False
+        segment = self.segment(msn)
+        if segment is None or part < len(segment.parts):
+            return True  # it left the window: nothing to wait for
+        return self.reached(msn + 1, 0)
+
+    def part(self, msn: int, index: int) -> tuple[LiveChunk, LiveInit] | None:
+        """Return a part (a chunk of a listed segment, or of the one being filled)."""
+        if msn == self._next_sequence:
+            init = self._pending_init
+            if index < len(self._pending) and init is not None:
+                return self._pending[index], init
+            return None
+        segment = self.segment(msn)
+        if segment is None or index >= len(segment.parts):
+            return None
+        return segment.parts[index], segment.init
 
     def window(self) -> LiveWindow:
         """Return what the playlist lists now."""
         shown = list(self._segments)[-LIVE_WINDOW_SEGMENTS:]
         flagged_shown = sum(1 for segment in shown if segment.discontinuity)
+        last = self._segments[-1] if self._segments else None
+        init = self._pending_init
+        partial = LivePartial(
+            sequence=self._next_sequence,
+            parts=tuple(self._pending),
+            init=init,
+            discontinuity=self._discontinuity
+            or (last is not None and init is not None and last.init is not init),
+        )
         return LiveWindow(
             segments=tuple(shown),
             media_sequence=shown[0].sequence if shown else self._next_sequence,
             discontinuity_sequence=self._flagged - flagged_shown,
             source=self.source,
             target=self._target,
+            partial=partial if self.source is not None else None,
+            part_target=self._part_target,
         )
 
     def segment(self, sequence: int) -> LiveSegment | None:
@@ -313,7 +370,13 @@ class LiveCamera:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._on_memory_end, muxer)
 
-        muxer = MemoryMuxer(self.camera_id, hub, on_chunk=on_chunk, on_end=on_end)
+        muxer = MemoryMuxer(
+            self.camera_id,
+            hub,
+            on_chunk=on_chunk,
+            on_end=on_end,
+            fragment_seconds=LIVE_PART_SECONDS,
+        )
         self._muxer = muxer
         muxer.start()
 
@@ -367,8 +430,14 @@ class LiveCamera:
     def _add_chunk(self, chunk: LiveChunk) -> None:
         init = self._init_for(chunk)
         pending = self._pending
+        # The muxer's chunks are sub-GOP parts: a segment can only end where a keyframe starts
+        # the next, so it is closed when that keyframe's chunk comes (the recorder's chunks
+        # are whole GOPs, closed as soon as they are long enough).
+        split = chunk.source is LiveSource.MEMORY
+        full = self._fast_start or _length(pending) >= LIVE_TARGET_SECONDS - TARGET_TOLERANCE
         if pending and (
-            init is not self._pending_init
+            (split and chunk.keyframe and full)
+            or init is not self._pending_init
             or (chunk.path is not None and pending[-1].offset + pending[-1].length != chunk.offset)
             # A keyframe after the tail of a long GOP: let it start a segment of its own.
             or (chunk.keyframe and not pending[0].keyframe)
@@ -384,9 +453,17 @@ class LiveCamera:
                 return  # a segment after a break must start with a keyframe
         self._pending.append(chunk)
         self._pending_init = init
-        length = sum(item.duration for item in self._pending)
-        if self._fast_start or length >= LIVE_TARGET_SECONDS - TARGET_TOLERANCE:
+        self._part_target = max(self._part_target, chunk.duration)
+        length = _length(self._pending)
+        # The muxer cuts a part once it reaches LIVE_PART_SECONDS: a shorter one was cut by the
+        # next keyframe, so the segment may end with it now rather than one part later.
+        gop_end = not split or chunk.duration < LIVE_PART_SECONDS - _PART_EPSILON
+        if split and length >= _SPLIT_MAX_SECONDS:
+            self._close_pending()  # a GOP this long is cut anyway (the segment is dependent)
+        elif gop_end and (self._fast_start or length >= LIVE_TARGET_SECONDS - TARGET_TOLERANCE):
             self._close_pending()
+        else:
+            self._wake()  # a new part: blocking playlist reloads may be waiting for it
 
     def _close_pending(self) -> None:
         chunks, self._pending = self._pending, []
@@ -403,6 +480,7 @@ class LiveCamera:
             duration=chunks[-1].end - first.start,
             discontinuity=discontinuity,
             independent=first.keyframe,
+            parts=tuple(chunks),
         )
         if first.data is not None:
             segment.data = b"".join(chunk.data or b"" for chunk in chunks)
@@ -449,146 +527,5 @@ class LiveCamera:
             self._schedule_idle(LIVE_IDLE_TIMEOUT - idle)
 
 
-# ----- every camera -------------------------------------------------------------------------
-
-
-class LiveHls:
-    """Live HLS of the cameras of one hub entry."""
-
-    def __init__(self, hass: HomeAssistant, runtime: LightNvrRuntime) -> None:
-        """Create the service; `async_start` hooks it to the recorder."""
-        self.hass = hass
-        self.runtime = runtime
-        self.recorder = runtime.recorder
-        self._cameras: dict[str, LiveCamera] = {}
-        self._unsubscribe: list[Callable[[], None]] = []
-        self._stopping: set[MemoryMuxer] = set()
-        self._reapers: set[asyncio.Task[None]] = set()
-        self._stopped = False
-
-    @callback
-    def async_start(self) -> None:
-        """Follow the recorder's fragments and state."""
-        loop = self.hass.loop
-
-        def on_fragment(info: FragmentInfo) -> None:  # recorder thread: hand over at once
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                loop.call_soon_threadsafe(self._on_fragment, info)
-
-        self._unsubscribe = [
-            self.recorder.add_fragment_listener(on_fragment),
-            self.recorder.add_listener(self._on_recorder_state),
-        ]
-
-    async def async_stop(self) -> None:
-        """Stop every camera's live stream and join the muxer threads."""
-        self._stopped = True
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        self._unsubscribe = []
-        for camera in self._cameras.values():
-            camera.deactivate()
-        self._cameras.clear()
-        if self._reapers:
-            await asyncio.gather(*self._reapers, return_exceptions=True)
-        stopping = list(self._stopping)
-        self._stopping.clear()
-        for muxer in stopping:
-            await self.hass.async_add_executor_job(muxer.join)
-
-    def known(self, camera_id: str) -> bool:
-        """Return True for a camera of this hub."""
-        return camera_id in self.runtime.cameras
-
-    def hub(self, camera_id: str) -> PacketSource:
-        """Return a camera's hub (KeyError when it is gone)."""
-        return self.runtime.engine.hub(camera_id)
-
-    def camera(self, camera_id: str) -> LiveCamera:
-        """Return a camera's live state (created on first use)."""
-        camera = self._cameras.get(camera_id)
-        if camera is None:
-            camera = self._cameras[camera_id] = LiveCamera(self, camera_id)
-        return camera
-
-    async def async_window(self, camera_id: str, max_wait: float | None = None) -> LiveWindow:
-        """Start the camera's live stream if needed and return its window.
-
-        The first request waits (up to `max_wait` s) for the first segment, so that a player's
-        very first playlist already plays.
-        """
-        camera = self.camera(camera_id)
-        camera.activate()
-        await camera.async_wait_segment(
-            LIVE_FIRST_SEGMENT_TIMEOUT if max_wait is None else max_wait
-        )
-        return camera.window()
-
-    def source(self, camera_id: str) -> LiveSource | None:
-        """Return where a camera's live segments come from now (None: not running)."""
-        camera = self._cameras.get(camera_id)
-        return camera.source if camera is not None else None
-
-    @callback
-    def reap(self, muxer: MemoryMuxer) -> None:
-        """Join a stopping muxer's thread in the background (and again at `async_stop`)."""
-        self._stopping.add(muxer)
-        if self._stopped:
-            return
-
-        async def _join() -> None:
-            await self.hass.async_add_executor_job(muxer.join)
-            self._stopping.discard(muxer)
-
-        task = self.hass.async_create_background_task(
-            _join(), f"lightnvr live HLS join {muxer.name}"
-        )
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
-
-    @callback
-    def _on_fragment(self, info: FragmentInfo) -> None:
-        if self._stopped:
-            return
-        self.camera(info.camera_id).on_recorder_fragment(info)
-
-    @callback
-    def _on_recorder_state(self) -> None:
-        for camera in self._cameras.values():
-            camera.on_recorder_state()
-
-    async def async_init_bytes(self, init: LiveInit) -> bytes | None:
-        """Return an init section (reading it from the recording the first time)."""
-        if init.data is not None:
-            return init.data
-        if init.path is None:
-            return None
-        try:
-            data = await self.hass.async_add_executor_job(
-                read_recording_range, init.path, 0, init.length
-            )
-        except OSError:
-            return None
-        init.shifts = timeline_shifts(parse_tracks(data), init.zero)
-        init.data = data
-        return data
-
-    async def async_segment_bytes(self, segment: LiveSegment) -> bytes | None:
-        """Return a segment's bytes on the shared timeline (read from disk the first time)."""
-        if segment.data is not None:
-            return segment.data
-        if segment.path is None or await self.async_init_bytes(segment.init) is None:
-            return None
-        shifts = segment.init.shifts
-
-        def read() -> bytes:
-            assert segment.path is not None
-            data = bytearray(read_recording_range(segment.path, segment.offset, segment.length))
-            retime_fragments(data, shifts)
-            return bytes(data)
-
-        try:
-            segment.data = await self.hass.async_add_executor_job(read)
-        except OSError:
-            return None
-        return segment.data
+def _length(chunks: list[LiveChunk]) -> float:
+    return sum(chunk.duration for chunk in chunks)

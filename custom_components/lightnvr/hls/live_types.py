@@ -73,6 +73,17 @@ class LiveSegment:
     path: Path | None = None
     offset: int = 0
     length: int = 0
+    parts: tuple[LiveChunk, ...] = ()  # its chunks: the LL-HLS parts (EXT-X-PART)
+
+
+@dataclass(frozen=True, slots=True)
+class LivePartial:
+    """The segment being filled: its chunks are already listed as LL-HLS parts."""
+
+    sequence: int  # the media sequence number it will have
+    parts: tuple[LiveChunk, ...]
+    init: LiveInit | None  # None while it has no part yet
+    discontinuity: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,8 @@ class LiveWindow:
     discontinuity_sequence: int
     source: LiveSource | None
     target: int  # EXT-X-TARGETDURATION: never lowered while the camera runs
+    partial: LivePartial | None = None
+    part_target: float = 0.0  # EXT-X-PART-INF: the longest part so far, never lowered
 
 
 def chunk_from_fragment(info: FragmentInfo) -> LiveChunk:

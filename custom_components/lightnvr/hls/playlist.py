@@ -7,6 +7,11 @@ window with `EXT-X-MEDIA-SEQUENCE` and `EXT-X-DISCONTINUITY-SEQUENCE`. VOD: the 
 the init section changes (a new recording file, a new camera connection) or time jumps (a gap
 in the recordings).
 
+Live playlists can also carry LL-HLS (RFC 8216bis): `EXT-X-PART` for the newest segments and
+the one being filled, `EXT-X-PRELOAD-HINT` for the next part, `EXT-X-PART-INF` and
+`EXT-X-SERVER-CONTROL`. These need no higher version (9 is for `EXT-X-SKIP`, not served), and
+players without LL-HLS skip them, so one playlist serves both.
+
 Also here: the one rule that cuts fragments into segments (`group_fragments`), shared by the
 live and the recorded playlists.
 """
@@ -16,12 +21,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+import math
 
 HLS_VERSION = 6  # EXT-X-MAP in a media playlist without I-frames-only needs version 6
 # Time between two segments beyond which a VOD playlist marks a gap (the recorder continues
 # one connection's timeline across files to the millisecond; a reconnect takes seconds).
 DEFAULT_GAP_SECONDS = 0.5
 TARGET_TOLERANCE = 0.05  # seconds: a segment this close to the target is long enough
+# PART-HOLD-BACK in part targets: the spec asks for at least 2, and 3 or more is what it
+# recommends (room for one late part before a player stalls).
+PART_HOLD_BACK_PARTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,20 @@ class InitRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaylistPart:
+    """One LL-HLS partial segment (`EXT-X-PART`)."""
+
+    uri: str
+    duration: float
+    independent: bool  # starts with a keyframe
+
+    def render(self) -> str:
+        """Return the EXT-X-PART line."""
+        line = f'#EXT-X-PART:DURATION={self.duration:.3f},URI="{self.uri}"'
+        return line + (",INDEPENDENT=YES" if self.independent else "")
+
+
+@dataclass(frozen=True, slots=True)
 class PlaylistSegment:
     """One media segment."""
 
@@ -72,11 +95,32 @@ class PlaylistSegment:
     byterange: ByteRange | None = None
     discontinuity: bool = False  # force EXT-X-DISCONTINUITY before it
     independent: bool = True  # starts with a keyframe
+    parts: tuple[PlaylistPart, ...] = ()  # LL-HLS: listed before its EXTINF
 
     @property
     def end(self) -> float:
         """Return the epoch second after its last frame."""
         return self.start + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class LowLatency:
+    """What a live playlist adds for LL-HLS."""
+
+    part_target: float  # seconds: no part is longer
+    preload_hint: str  # URI of the next part
+    # The segment being filled (parts only, `uri` unused); None when it has no part yet.
+    partial: PlaylistSegment | None = None
+    can_block_reload: bool = True
+
+    def header(self) -> list[str]:
+        """Return EXT-X-SERVER-CONTROL and EXT-X-PART-INF."""
+        # Rounded up: every part's DURATION (3 decimals) must fit in it.
+        target = math.ceil(self.part_target * 1000 - 1e-6) / 1000
+        control = f"PART-HOLD-BACK={PART_HOLD_BACK_PARTS * target:.3f}"
+        if self.can_block_reload:
+            control = "CAN-BLOCK-RELOAD=YES," + control
+        return [f"#EXT-X-SERVER-CONTROL:{control}", f"#EXT-X-PART-INF:PART-TARGET={target:.3f}"]
 
 
 def format_program_date_time(epoch: float) -> str:
@@ -121,6 +165,7 @@ def _segment_lines(
     if previous is None or discontinuity or previous.init.identity != segment.init.identity:
         lines.append(segment.init.render())
     lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(segment.start)}")
+    lines.extend(part.render() for part in segment.parts)
     lines.append(f"#EXTINF:{segment.duration:.3f},")
     if segment.byterange is not None:
         lines.append(f"#EXT-X-BYTERANGE:{segment.byterange.render()}")
@@ -134,13 +179,16 @@ def render_live_playlist(
     media_sequence: int,
     discontinuity_sequence: int = 0,
     target: int | None = None,
+    low_latency: LowLatency | None = None,
 ) -> str:
     """Render a live (sliding window) media playlist.
 
     `media_sequence` is the sequence number of the first segment given; a segment's own
     `discontinuity` flag decides its EXT-X-DISCONTINUITY (the live source knows where its
     timeline or init section changed, also for the first segment of the window), and
-    `discontinuity_sequence` counts the flagged segments that left the window.
+    `discontinuity_sequence` counts the flagged segments that left the window. With
+    `low_latency`, the segments' parts, the segment being filled and the preload hint are
+    listed too.
     """
     duration = target if target is not None else target_duration(segments)
     lines = [
@@ -150,12 +198,20 @@ def render_live_playlist(
         f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
         f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}",
     ]
+    if low_latency is not None:
+        lines[3:3] = low_latency.header()
     if segments and all(segment.independent for segment in segments):
         lines.insert(2, "#EXT-X-INDEPENDENT-SEGMENTS")
     previous: PlaylistSegment | None = None
     for segment in segments:
         lines.extend(_segment_lines(segment, previous, segment.discontinuity))
         previous = segment
+    if low_latency is not None:
+        if (partial := low_latency.partial) is not None:
+            # Its parts only: no EXTINF and URI until it is complete.
+            partial_lines = _segment_lines(partial, previous, partial.discontinuity)
+            lines.extend(partial_lines[:-2])
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{low_latency.preload_hint}"')
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ URLs (every view `requires_auth`; a player that cannot send a header uses HA-sig
     /api/lightnvr/hls/<camera>/live.m3u8                 live playlist (sliding window)
     /api/lightnvr/hls/<camera>/live/init/<id>.mp4         its init sections
     /api/lightnvr/hls/<camera>/live/<sequence>.m4s        its media segments
+    /api/lightnvr/hls/<camera>/live/<sequence>.<part>.m4s its LL-HLS parts (see `live_views`)
     /api/lightnvr/hls/<camera>/vod.m3u8?start=…&end=…     recorded playlist (ISO 8601 or epoch)
     /api/lightnvr/hls/<camera>/vod/<start>-<end>.m3u8     the same, epoch seconds in the path
     /api/lightnvr/hls/<camera>/vod/<day>/<file>.mp4       a recording, byte ranges on the
@@ -62,8 +63,9 @@ from .limits import (
     VodBuildLimiter,
     run_to_end,
 )
-from .live import LiveCamera, LiveHls
-from .playlist import ByteRange, InitRef, PlaylistSegment, render_live_playlist, render_vod_playlist
+from .live import LiveCamera
+from .live_hls import LiveHls
+from .playlist import ByteRange, InitRef, PlaylistSegment, render_vod_playlist
 from .vod import FileIndex, FragmentCache, NotFragmentedError, vod_chunks
 
 if TYPE_CHECKING:
@@ -162,11 +164,15 @@ def async_register_hls_views(hass: HomeAssistant) -> HlsRegistry:
     """Register the HLS views once per HA run (idempotent); return their registry."""
     if (existing := hass.data.get(DATA_HLS_REGISTRY)) is not None:
         return existing
+    # Imported here: the live views build on this module's base view and helpers.
+    from .live_views import LiveInitView, LivePartView, LivePlaylistView, LiveSegmentView  # noqa: PLC0415
+
     registry = hass.data[DATA_HLS_REGISTRY] = HlsRegistry(hass)
     for view in (
         LivePlaylistView,
         LiveInitView,
         LiveSegmentView,
+        LivePartView,
         VodPlaylistView,
         VodFileView,
     ):
@@ -276,90 +282,6 @@ class _HlsView(HomeAssistantView):
         camera = service.live.camera(camera_id)
         camera.touch()
         return service, camera
-
-
-# ----- live -------------------------------------------------------------------------------------
-
-
-class LivePlaylistView(_HlsView):
-    """The live media playlist of a camera."""
-
-    url = f"{HLS_URL}/{_CAMERA}/live.m3u8"
-    name = "api:lightnvr:hls:live"
-
-    async def get(self, request: web.Request, camera_id: str) -> web.Response:
-        """Start the camera's live HLS if needed; list its newest segments."""
-        service = self._service(camera_id)
-        if not service.live.known(camera_id):
-            raise web.HTTPNotFound
-        window = await service.live.async_window(camera_id)
-        if not window.segments:
-            return web.Response(
-                status=HTTPStatus.SERVICE_UNAVAILABLE,
-                text="No video from this camera yet",
-                headers={hdrs.RETRY_AFTER: "2", hdrs.CACHE_CONTROL: "no-cache"},
-            )
-        sign = _signer(self.hass, request, LIVE_SIGN_EXPIRY)
-        base = f"{HLS_URL}/{camera_id}/live"
-        segments = [
-            PlaylistSegment(
-                uri=sign(f"{base}/{segment.sequence}.m4s"),
-                duration=segment.duration,
-                start=segment.start,
-                init=InitRef(
-                    uri=sign(f"{base}/init/{segment.init.init_id}.mp4"),
-                    key=str(segment.init.init_id),
-                ),
-                discontinuity=segment.discontinuity,
-                independent=segment.independent,
-            )
-            for segment in window.segments
-        ]
-        body = render_live_playlist(
-            segments,
-            media_sequence=window.media_sequence,
-            discontinuity_sequence=window.discontinuity_sequence,
-            target=window.target,
-        )
-        return web.Response(
-            text=body,
-            headers={
-                hdrs.CONTENT_TYPE: CONTENT_TYPE_PLAYLIST,
-                hdrs.CACHE_CONTROL: "no-cache",
-            },
-        )
-
-
-class LiveInitView(_HlsView):
-    """An init section of a live playlist."""
-
-    url = f"{HLS_URL}/{_CAMERA}/live/init/{{init_id:[0-9]+}}.mp4"
-    name = "api:lightnvr:hls:live:init"
-
-    async def get(self, request: web.Request, camera_id: str, init_id: str) -> web.Response:
-        """Return the init section."""
-        service, camera = self._live_camera(camera_id)
-        init = camera.init(int(init_id))
-        data = await service.live.async_init_bytes(init) if init is not None else None
-        if data is None:
-            raise web.HTTPNotFound
-        return _bytes_response(request, data, CONTENT_TYPE_INIT, "private, max-age=3600")
-
-
-class LiveSegmentView(_HlsView):
-    """A media segment of a live playlist."""
-
-    url = f"{HLS_URL}/{_CAMERA}/live/{{sequence:[0-9]+}}.m4s"
-    name = "api:lightnvr:hls:live:segment"
-
-    async def get(self, request: web.Request, camera_id: str, sequence: str) -> web.Response:
-        """Return the segment (from memory, or from the recording being written)."""
-        service, camera = self._live_camera(camera_id)
-        segment = camera.segment(int(sequence))
-        data = await service.live.async_segment_bytes(segment) if segment is not None else None
-        if data is None:
-            raise web.HTTPNotFound
-        return _bytes_response(request, data, CONTENT_TYPE_SEGMENT, "private, max-age=300")
 
 
 # ----- recordings -------------------------------------------------------------------------------

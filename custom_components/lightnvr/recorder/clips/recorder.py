@@ -515,9 +515,10 @@ class ClipRecorder(PacketConsumer):
                 self._layout.relative(result.path),
                 result.duration,
             )
-        clip.handle._resolve(result)
+        # The callback first: it indexes the clip, which whoever awaits the handle then finds.
         if self._on_finished is not None:
             try:
                 self._on_finished(clip.handle, result)
             except Exception:
                 _LOGGER.exception("Error in the clip callback")
+        clip.handle._resolve(result)

@@ -49,7 +49,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.lightnvr.const import DOMAIN
 from custom_components.lightnvr.hls import HlsRegistry, async_register_hls_views
-from custom_components.lightnvr.hls.live import LiveSource
+from custom_components.lightnvr.hls.live_types import LiveSource
 from custom_components.lightnvr.hub import StreamHub
 from tests.conftest import camera_subentry, hub_entry_data
 from tests.infra.media import make_h264

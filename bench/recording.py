@@ -49,7 +49,7 @@ from homeassistant.core import HomeAssistant
 import psutil
 import pytest
 
-from custom_components.lightnvr.hls.live import MemoryMuxer
+from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
 from custom_components.lightnvr.hub import StreamHub
 from custom_components.lightnvr.models import CameraConfig, HubOptions
 from custom_components.lightnvr.recorder import RecorderManager, Segment

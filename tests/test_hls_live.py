@@ -28,16 +28,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.lightnvr.hls import live as live_module, live_playlist_path
-from custom_components.lightnvr.hls.live import (
-    LIVE_IDLE_TIMEOUT,
-    LIVE_WINDOW_SEGMENTS,
-    LiveCamera,
-    LiveChunk,
-    LiveSource,
-    MemoryMuxer,
-)
+from custom_components.lightnvr.hls.live import LIVE_IDLE_TIMEOUT, LIVE_WINDOW_SEGMENTS, LiveCamera
+from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
+from custom_components.lightnvr.hls.live_types import LiveChunk, LiveSource
 from custom_components.lightnvr.hub import HubState, MediaPacket, StreamInfo, ThreadPacketQueue
-from custom_components.lightnvr.recorder.segmenter import FragmentInfo
+from custom_components.lightnvr.recorder.segment_writer import FragmentInfo
 
 from .infra.media import ffmpeg_binary
 from .infra.rtsp import RtspServer

@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from custom_components.lightnvr.hls.live import LiveChunk, MemoryMuxer
+from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
+from custom_components.lightnvr.hls.live_types import LiveChunk
 from custom_components.lightnvr.recorder.segmenter import Segmenter
 from custom_components.lightnvr.recorder.storage import Segment, StorageLayout
 

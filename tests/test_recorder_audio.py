@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from custom_components.lightnvr.compat import audio_channels, fraction
-from custom_components.lightnvr.hls.live import LiveChunk, MemoryMuxer
+from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
+from custom_components.lightnvr.hls.live_types import LiveChunk
 from custom_components.lightnvr.hub import MediaPacket, StreamInfo, ThreadPacketQueue
 from custom_components.lightnvr.recorder.audio import AacAudio, AudioToAac, needs_aac
 from custom_components.lightnvr.recorder.segmenter import Segmenter

@@ -28,13 +28,13 @@ from av.bitstream import BitStreamFilterContext
 import pytest
 
 from custom_components.lightnvr.hub import MediaPacket, StreamHub, StreamInfo, ThreadPacketQueue
-from custom_components.lightnvr.recorder import segmenter as segmenter_module
-from custom_components.lightnvr.recorder.segmenter import (
-    PAUSE_STORAGE_FULL,
-    FragmentInfo,
-    Segmenter,
-    parameter_sets_from_keyframe,
+from custom_components.lightnvr.media.params import parameter_sets_from_keyframe
+from custom_components.lightnvr.recorder import (
+    segment_writer as segment_writer_module,
+    segmenter as segmenter_module,
 )
+from custom_components.lightnvr.recorder.segment_writer import FragmentInfo
+from custom_components.lightnvr.recorder.segmenter import PAUSE_STORAGE_FULL, Segmenter
 from custom_components.lightnvr.recorder.storage import (
     PART_SUFFIX,
     Segment,
@@ -571,7 +571,7 @@ async def test_write_error_keeps_what_is_on_disk_and_retries(
 ) -> None:
     """The disk fails mid-segment: the complete fragments are kept, recording resumes later."""
     monkeypatch.setattr(segmenter_module, "_WRITE_RETRY_SECONDS", 0.3)
-    original_write = segmenter_module._FragmentSink.write
+    original_write = segment_writer_module._FragmentSink.write
     failed: list[int] = []
 
     def write(self: Any, data: bytes) -> int:
@@ -580,7 +580,7 @@ async def test_write_error_keeps_what_is_on_disk_and_retries(
             raise OSError(errno.ENOSPC, "No space left on device")
         return original_write(self, data)
 
-    monkeypatch.setattr(segmenter_module._FragmentSink, "write", write)
+    monkeypatch.setattr(segment_writer_module._FragmentSink, "write", write)
     info, packets = clip_packets(camera_clip)
     feed = ClipFeed(info)
     got = Collector()
@@ -683,7 +683,7 @@ async def test_sigkill_mid_segment_loses_at_most_one_fragment(
 
 async def test_timestamp_repair_unit() -> None:
     """The repair rules on their own: origin, missing, clamp, jumps both ways."""
-    from custom_components.lightnvr.recorder.segmenter import TimestampRepair
+    from custom_components.lightnvr.media.timestamps import TimestampRepair
 
     base = Fraction(1, 90000)
     clock = TimestampRepair(0.04)

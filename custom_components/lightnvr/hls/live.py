@@ -56,7 +56,7 @@ from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from ..recorder.segmenter import FragmentInfo
+from ..recorder.segment_writer import FragmentInfo
 from .live_muxer import MemoryMuxer
 from .live_types import (
     LIVE_TARGET_SECONDS,
@@ -67,29 +67,19 @@ from .live_types import (
     LiveSource,
     LiveWindow,
     chunk_from_fragment,
-    read_recording_range,
 )
 from .playlist import TARGET_TOLERANCE, target_duration
 
 if TYPE_CHECKING:
     from .live_hls import LiveHls
 
-# Names importers take from here (the muxer and the shared types have modules of their own).
+# What this module defines for its importers.
 __all__ = [
     "LIVE_FIRST_SEGMENT_TIMEOUT",
     "LIVE_IDLE_TIMEOUT",
     "LIVE_KEPT_SEGMENTS",
-    "LIVE_TARGET_SECONDS",
     "LIVE_WINDOW_SEGMENTS",
     "LiveCamera",
-    "LiveChunk",
-    "LiveInit",
-    "LiveSegment",
-    "LiveSource",
-    "LiveWindow",
-    "MemoryMuxer",
-    "chunk_from_fragment",
-    "read_recording_range",
 ]
 
 _LOGGER = logging.getLogger(__name__)

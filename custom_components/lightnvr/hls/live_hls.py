@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from homeassistant.core import HomeAssistant, callback
 
-from ..recorder.segmenter import FragmentInfo, PacketSource
+from ..media.consumer import PacketSource
+from ..recorder.segment_writer import FragmentInfo
 from .live import LIVE_FIRST_SEGMENT_TIMEOUT, LiveCamera
 from .live_muxer import MemoryMuxer
 from .live_types import LiveSource, LiveWindow

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..recorder.segmenter import FragmentInfo
+from ..recorder.segment_writer import FragmentInfo
 from ..recorder.storage import StorageLayout
 
 LIVE_TARGET_SECONDS = 2.0

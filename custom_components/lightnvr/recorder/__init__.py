@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 from .manager import ISSUE_STORAGE_FULL, RecorderManager, StorageStatus
+from .segment_writer import FragmentInfo
 from .segmenter import (
     DEFAULT_FRAGMENT_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
     PAUSE_STORAGE_FULL,
     PAUSE_UNSUPPORTED,
     PAUSE_WRITE_ERROR,
-    FragmentInfo,
     Segmenter,
     SegmenterState,
 )

@@ -22,15 +22,15 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 
 from ..const import DOMAIN
+from ..media.consumer import PacketSource
 from ..models import CameraConfig, HubOptions
 from .lifecycle import async_open_store
+from .segment_writer import FragmentInfo
 from .segmenter import (
     DEFAULT_FRAGMENT_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
     PAUSE_STORAGE_FULL,
     PAUSE_WRITE_ERROR,
-    FragmentInfo,
-    PacketSource,
     Segmenter,
     SegmenterState,
 )

@@ -45,43 +45,25 @@ from ..hub import MediaPacket, StreamInfo
 from ..media.audio_align import align_audio
 from ..media.bmff import parse_moof
 from ..media.consumer import PacketConsumer, PacketSource
-from ..media.params import (
-    AUDIO_CODECS,
-    VIDEO_CODECS,
-    adts_header_length,
-    adts_to_asc,
-    parameter_sets_from_keyframe,
-    video_extradata,
-)
+from ..media.params import AUDIO_CODECS, VIDEO_CODECS, video_extradata
 from ..media.timestamps import TimestampRepair, connection_clocks
 from .audio import AacAudio
-from .segment_writer import FragmentInfo, SegmentWriter, _FragmentSink
+from .segment_writer import FragmentInfo, SegmentWriter
 from .storage import Segment, StorageLayout, recover_part
 
-# Names importers take from here (the helpers moved to media/ and segment_writer.py).
+# What this module defines for its importers.
 __all__ = [
-    "AUDIO_CODECS",
     "DEFAULT_FRAGMENT_SECONDS",
     "DEFAULT_QUEUE_PACKETS",
     "DEFAULT_SEGMENT_SECONDS",
     "PAUSE_STORAGE_FULL",
     "PAUSE_UNSUPPORTED",
     "PAUSE_WRITE_ERROR",
-    "VIDEO_CODECS",
     "FragmentCallback",
-    "FragmentInfo",
-    "PacketSource",
     "SegmentCallback",
-    "SegmentWriter",
     "Segmenter",
     "SegmenterState",
     "StateCallback",
-    "TimestampRepair",
-    "_FragmentSink",
-    "adts_header_length",
-    "adts_to_asc",
-    "parameter_sets_from_keyframe",
-    "video_extradata",
 ]
 
 _LOGGER = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ...recorder.segmenter import PacketSource
+from ...media.consumer import PacketSource
 from .audio import (
     OPUS_APPLICATION,
     OPUS_BITRATE,

@@ -14,7 +14,7 @@ import av.error
 
 from ...compat import fraction
 from ...hub import MediaPacket, StreamInfo, ThreadPacketQueue
-from ...recorder.segmenter import PacketSource
+from ...media.consumer import PacketSource
 from .base import LINGER_SECONDS, Pipeline, Run, Transcoder
 
 _LOGGER = logging.getLogger(__name__)

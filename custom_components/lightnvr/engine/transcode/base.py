@@ -12,7 +12,7 @@ import time
 from typing import Literal
 
 from ...hub import MAX_GOP_PACKETS, MediaPacket, PacketQueue, ThreadPacketQueue
-from ...recorder.segmenter import PacketSource
+from ...media.consumer import PacketSource
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import av
 import av.error
 
 from ...hub import MediaPacket, StreamInfo, ThreadPacketQueue, video_decoder
-from ...recorder.segmenter import PacketSource
+from ...media.consumer import PacketSource
 from .base import LINGER_SECONDS, Pipeline, Run, Transcoder
 
 _LOGGER = logging.getLogger(__name__)

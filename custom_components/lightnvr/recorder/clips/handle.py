@@ -13,7 +13,7 @@ from typing import Any
 
 from ...detection import Box
 from ..files import DayTree
-from ..segmenter import SegmentWriter
+from ..segment_writer import SegmentWriter
 from .buffer import BufferedPacket
 from .store import SIDECAR_VERSION, EventClip, snapshot_path
 

@@ -20,8 +20,8 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.util import dt as dt_util
 
 from ...detection import Box
+from ...media.consumer import PacketSource
 from ..lifecycle import async_open_store
-from ..segmenter import PacketSource
 from ..storage import resolve_inside
 from .handle import ClipHandle
 from .recorder import DEFAULT_MAX_LENGTH, DEFAULT_POST_ROLL, DEFAULT_PRE_ROLL, ClipRecorder

@@ -41,8 +41,10 @@ import av.error
 from ...detection import Box
 from ...hub import MediaPacket
 from ...media.consumer import PacketConsumer, PacketSource
+from ...media.params import VIDEO_CODECS, video_extradata
 from ..audio import AacAudio
-from ..segmenter import DEFAULT_FRAGMENT_SECONDS, VIDEO_CODECS, SegmentWriter, video_extradata
+from ..segment_writer import SegmentWriter
+from ..segmenter import DEFAULT_FRAGMENT_SECONDS
 from .buffer import BufferedPacket, PreRollBuffer
 from .handle import ClipFinishedCallback, ClipHandle, ClipState, box_dict
 from .store import (

@@ -25,7 +25,7 @@ import os
 import pytest
 
 from custom_components.lightnvr.const import HUB_BACKOFF_INITIAL, HUB_BACKOFF_MAX
-from custom_components.lightnvr.hub import RECOVERY_PROBE_SECONDS
+from custom_components.lightnvr.reachability import RECOVERY_PROBE_SECONDS
 from tests.infra.media import make_default_clip
 from tests.infra.outage import measure_recoveries
 

@@ -27,7 +27,7 @@ import av.error
 from .compat import audio_channels, fraction
 from .const import HUB_BACKOFF_INITIAL, HUB_BACKOFF_MAX, HUB_OPEN_TIMEOUT, HUB_READ_TIMEOUT
 from .h264 import is_annexb
-from .reachability import camera_address, is_reachable
+from .reachability import RECOVERY_PROBE_SECONDS, wait_for_answer
 from .source import REASON_NO_VIDEO, CameraSource, SourceError, classify_error, open_options
 
 _LOGGER = logging.getLogger(__name__)
@@ -38,11 +38,6 @@ MAX_GOP_PACKETS = 600
 STATS_WINDOW_SECONDS = 5.0
 # A connection that delivered video this long is considered healthy: back-off starts over.
 HEALTHY_CONNECTION_SECONDS = 10.0
-# While a camera is away, back-off steps this long or longer are spent probing its port every
-# RECOVERY_PROBE_SECONDS: when it answers again the hub reconnects at once, so a camera is back
-# seconds after its reboot however long it was away, without hammering it with opens meanwhile.
-RECOVERY_PROBE_SECONDS = 2.0
-RECOVERY_PROBE_TIMEOUT = 1.0
 # After the camera answered again, retries stay this close (its RTSP server may need a moment
 # more than its network stack) for this many attempts, before back-off resumes.
 RECOVERY_RETRIES = 5
@@ -477,34 +472,13 @@ class StreamHub:
                 if self._stop.wait(RECOVERY_PROBE_SECONDS):
                     break
                 continue
-            stopped, answered = self._wait_for_camera(backoff)
+            stopped, answered = wait_for_answer(self._stop, self._source.url, backoff)
             if stopped:
                 break
             if answered:
                 _LOGGER.debug("%s answers again: reconnecting now", self.name)
                 recovery_retries = RECOVERY_RETRIES
             backoff = min(backoff * 2, self._backoff_max)
-
-    def _wait_for_camera(self, backoff: float) -> tuple[bool, bool]:
-        """Wait up to `backoff` seconds before the next open; return (stopping, answered).
-
-        A wait long enough is spent probing the camera's port: if the camera was unreachable
-        and then answers, the wait ends early (`answered`). A camera that is reachable but
-        fails to stream (wrong path, refused login) keeps its normal back-off.
-        """
-        address = camera_address(self._source.url)
-        if backoff < RECOVERY_PROBE_SECONDS or address is None:
-            return self._stop.wait(backoff), False
-        deadline = time.monotonic() + backoff
-        was_away = not is_reachable(address, RECOVERY_PROBE_TIMEOUT)
-        while (left := deadline - time.monotonic()) > 0:
-            if self._stop.wait(min(RECOVERY_PROBE_SECONDS, left)):
-                return True, False
-            reachable = is_reachable(address, RECOVERY_PROBE_TIMEOUT)
-            if reachable and was_away:
-                return False, True
-            was_away = was_away or not reachable
-        return False, False
 
     def _read_once(self) -> None:
         url = self._source.connect_url()

@@ -423,12 +423,14 @@ def apply_retention(
     def delete(segment: Segment) -> bool:
         if segment.path in protected:
             return False
+        # Out of the index first: whoever sees the file gone (another thread) sees it forgotten.
+        index.remove(segment)
         try:
             layout.delete(segment.path)  # already gone (deleted by hand): forgotten all the same
         except OSError as err:
+            index.add(segment)
             _LOGGER.warning("Could not delete %s: %s", layout.relative(segment.path), err)
             return False
-        index.remove(segment)
         deleted.append(segment)
         return True
 

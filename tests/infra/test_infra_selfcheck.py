@@ -484,8 +484,20 @@ def _read_mount(url: str, seconds: float, media: str | None = None) -> dict[str,
     return tracks
 
 
+# FFmpeg's RTSP reader re-bases a multi-stream session's timestamps on the wall clock when the
+# first RTCP sender report of a stream arrives (rtpdec, to sync audio with video), which can
+# step one stream back by a few tens of milliseconds once. Real cameras do the same; the
+# product's timestamp guard absorbs it. Per-stream sessions have no re-base: their steps are
+# checked exactly by _assert_even_steps.
+_RTCP_REBASE = Fraction(1, 5)
+
+
 def _assert_rising(mount: str, track: _Track) -> None:
-    assert all(b > a for a, b in itertools.pairwise(track.dts)), f"{mount} {track.codec}"
+    """Rising, but for at most one small RTCP re-base step back."""
+    falls = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(track.dts)) if b <= a]
+    rebase = [f for f in falls if (f[1] - f[2]) * track.time_base < _RTCP_REBASE]
+    allowed = rebase[:1] if len(falls) == 1 else []
+    assert falls == allowed, f"{mount} {track.codec}: {len(track.dts)} packets, falls {falls[:10]}"
 
 
 def _assert_even_steps(mount: str, track: _Track, step: Fraction) -> None:

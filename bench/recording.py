@@ -5,8 +5,8 @@ One run, one RTSP camera (1080p25 H.264, keyframe every second, ~4 Mbit/s):
 (a) CPU-seconds per minute, in steady state, of a process running one StreamHub + Segmenter
     (60 s fragmented-MP4 segments) next to `ffmpeg -c copy -f segment` (60 s MP4 segments),
     both reading the same stream at the same time; a bare PyAV demux → mux loop (the floor of
-    any PyAV recorder); and a process that also serves live HLS (the in-memory muxer, as while
-    recording is off) and writes an event clip at the same time (everything muxing at once).
+    any PyAV recorder); and a process that also serves live HLS (from the recorder's own
+    fragments, muxed once) and writes an event clip at the same time (everything at once).
     Start-up is excluded: CPU is sampled with psutil at the start and end of a window that
     opens after a warm-up.
 (b) Cameras recording at once inside Home Assistant (real hass, RecorderManager, one real
@@ -49,11 +49,12 @@ from homeassistant.core import HomeAssistant
 import psutil
 import pytest
 
-from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
+from custom_components.lightnvr.hls.live_types import chunk_from_fragment
 from custom_components.lightnvr.hub import StreamHub
 from custom_components.lightnvr.models import CameraConfig, HubOptions
 from custom_components.lightnvr.recorder import RecorderManager, Segment
 from custom_components.lightnvr.recorder.clips import ClipLayout, ClipRecorder
+from custom_components.lightnvr.recorder.segment_writer import FragmentInfo
 from custom_components.lightnvr.recorder.segmenter import Segmenter
 from custom_components.lightnvr.recorder.storage import DiskUsage, StorageLayout
 from custom_components.lightnvr.source import CameraSource
@@ -195,27 +196,36 @@ for packet in source.demux(video):
 """
 
 
+def _serve_live(info: FragmentInfo) -> None:
+    """Live HLS's share of a recorder fragment: listed, and its bytes served once."""
+    chunk_from_fragment(info).wall_clock_bytes()
+
+
 def _record(url: str, folder: str, everything: bool) -> None:
     """The recorder process of (a): one hub + one segmenter, no Home Assistant.
 
-    With `everything`, the same camera also feeds live HLS's in-memory muxer (chunks dropped
-    once made) and an event clip that runs for the whole window.
+    With `everything`, live HLS also takes the recorder's fragments (each moved onto the wall
+    clock once, as one viewer's requests would) and an event clip runs for the whole window.
     """
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         hub = StreamHub("bench", CameraSource(url), loop)
         hub.start()
-        segmenter = Segmenter("bench", hub, StorageLayout(Path(folder), UTC), segment_seconds=60)
+        segmenter = Segmenter(
+            "bench",
+            hub,
+            StorageLayout(Path(folder), UTC),
+            segment_seconds=60,
+            on_fragment=_serve_live if everything else None,
+        )
         segmenter.start()
         others: list[Any] = []
         if everything:
-            muxer = MemoryMuxer("bench", hub, on_chunk=lambda _chunk: None, on_end=lambda: None)
-            muxer.start()
             clips = ClipRecorder("bench", hub, ClipLayout(Path(folder), UTC), loop, pre_roll=0)
             clips.start()
             clips.save(3000.0, 0.0)
-            others = [muxer, clips]
+            others = [clips]
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         await asyncio.sleep(1)

@@ -32,6 +32,7 @@ from custom_components.lightnvr.hls.live import LIVE_IDLE_TIMEOUT, LIVE_WINDOW_S
 from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
 from custom_components.lightnvr.hls.live_types import LiveChunk, LiveSource
 from custom_components.lightnvr.hub import HubState, MediaPacket, StreamInfo, ThreadPacketQueue
+from custom_components.lightnvr.media.muxer import Fragment, MuxerInit
 from custom_components.lightnvr.recorder.segment_writer import FragmentInfo
 
 from .infra.media import ffmpeg_binary
@@ -367,21 +368,25 @@ class _NoRecorder:
         return None
 
 
+_INITS: dict[str, MuxerInit] = {}
+
+
 def _fragment(
-    path: str, number: int, start: float, *, duration: float = 1.0, keyframe: bool = True
+    container: str, number: int, start: float, *, duration: float = 1.0, keyframe: bool = True
 ) -> FragmentInfo:
-    return FragmentInfo(
-        camera_id="cam",
-        path=Path(path),
-        sequence=number,
-        offset=100 + 1000 * number,
-        length=1000,
-        init_length=100,
+    """A recorder fragment of `container` (one init section per name: a camera connection)."""
+    init = _INITS.setdefault(container, MuxerInit(b"init " + container.encode(), T0, 1))
+    fragment = Fragment(
+        init=init,
+        data=b"%d" % number,
+        bases={},
+        video_base=round((start - T0) * init.video_scale),
         start=start,
         duration=duration,
         keyframe=keyframe,
-        segment_start=T0,
+        arrived=None,
     )
+    return FragmentInfo(camera_id="cam", fragment=fragment)
 
 
 def _recording_window(hass: HomeAssistant) -> LiveCamera:
@@ -397,19 +402,19 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     """1 s fragments become 2 s byte ranges; new files and breaks are discontinuities."""
     camera = _recording_window(hass)
     for number in range(5):
-        camera.on_recorder_fragment(_fragment("a.mp4.part", number, T0 + number))
+        camera.on_recorder_fragment(_fragment("a", number, T0 + number))
     window = camera.window()
     assert [s.sequence for s in window.segments] == [0, 1]
     assert [s.duration for s in window.segments] == [2.0, 2.0]
     first = window.segments[0]
-    assert (first.path, first.offset, first.length) == (Path("a.mp4.part"), 100, 2000)
+    assert [part.fragment.data for part in first.parts if part.fragment] == [b"0", b"1"]
     assert not any(s.discontinuity for s in window.segments)
     assert window.target == 2
 
-    # The next file: the 1 s left of the first one is listed, the new file is a break.
-    camera.on_recorder_fragment(_fragment("b.mp4.part", 0, T0 + 5, keyframe=False))  # skipped
-    camera.on_recorder_fragment(_fragment("b.mp4.part", 1, T0 + 6))
-    camera.on_recorder_fragment(_fragment("b.mp4.part", 2, T0 + 7))
+    # A new connection: the 1 s left of the first one is listed, the new one is a break.
+    camera.on_recorder_fragment(_fragment("b", 0, T0 + 5, keyframe=False))  # skipped
+    camera.on_recorder_fragment(_fragment("b", 1, T0 + 6))
+    camera.on_recorder_fragment(_fragment("b", 2, T0 + 7))
     window = camera.window()
     assert [(s.sequence, s.duration, s.discontinuity) for s in window.segments] == [
         (0, 2.0, False),
@@ -421,12 +426,12 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     assert window.segments[3].start == T0 + 6
 
     # A fragment overlapping what is listed (another source's) is not listed twice.
-    camera.on_recorder_fragment(_fragment("b.mp4.part", 3, T0 + 7.5))
+    camera.on_recorder_fragment(_fragment("b", 3, T0 + 7.5))
     assert len(camera.window().segments) == 4
 
     # The window slides; the discontinuity sequence counts the breaks that left it.
     for number in range(4, 20):
-        camera.on_recorder_fragment(_fragment("b.mp4.part", number, T0 + 4 + number))
+        camera.on_recorder_fragment(_fragment("b", number, T0 + 4 + number))
     window = camera.window()
     assert len(window.segments) == LIVE_WINDOW_SEGMENTS
     assert window.media_sequence == window.segments[0].sequence > 3
@@ -442,7 +447,7 @@ async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
         [(0, 2.0, True), (2, 2.0, False), (4, 1.0, False), (5, 2.0, True), (7, 2.0, False)]
     ):
         camera.on_recorder_fragment(
-            _fragment("a.mp4.part", number, T0 + start, duration=duration, keyframe=keyframe)
+            _fragment("a", number, T0 + start, duration=duration, keyframe=keyframe)
         )
     window = camera.window()
     # Listed as soon as they are 2 s long (live latency); a keyframe starts a new one.
@@ -451,17 +456,17 @@ async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
     assert window.target == 2
     assert window.segments[2].start == T0 + 4
     # A longer segment (a 3 s fragment) raises the target duration; it never shrinks.
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 5, T0 + 9, duration=3.0))
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 6, T0 + 12))
+    camera.on_recorder_fragment(_fragment("a", 5, T0 + 9, duration=3.0))
+    camera.on_recorder_fragment(_fragment("a", 6, T0 + 12))
     assert camera.window().target == 3
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 7, T0 + 13))
+    camera.on_recorder_fragment(_fragment("a", 7, T0 + 13))
     assert camera.window().target == 3
 
 
 async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     """Every chunk is a part at once; a wait for a part ends when it is added, not before."""
     camera = _recording_window(hass)
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 0, T0))
+    camera.on_recorder_fragment(_fragment("a", 0, T0))
     window = camera.window()
     assert not window.segments  # the segment is not complete …
     assert window.partial is not None  # … but its first part is listed
@@ -474,11 +479,11 @@ async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     waiting = asyncio.create_task(camera.async_wait_until(lambda: camera.reached(0, 1), 5))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 1, T0 + 1))
+    camera.on_recorder_fragment(_fragment("a", 1, T0 + 1))
     assert await asyncio.wait_for(waiting, 1)
     segment = camera.segment(0)
     assert segment is not None
-    assert [part.offset for part in segment.parts] == [100, 1100]
+    assert [part.fragment.data for part in segment.parts if part.fragment] == [b"0", b"1"]
     found = camera.part(0, 1)
     assert found is not None
     assert found[0] is segment.parts[1]
@@ -487,7 +492,7 @@ async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     # A part past the last of a complete segment is part 0 of the next one (RFC 8216bis).
     assert not camera.reached(0, 2)
     assert camera.part(1, 0) is None
-    camera.on_recorder_fragment(_fragment("a.mp4.part", 2, T0 + 2))
+    camera.on_recorder_fragment(_fragment("a", 2, T0 + 2))
     assert camera.reached(0, 2)
     assert camera.part(1, 0) is not None
     # Bounded: gives up (False) when nothing comes.

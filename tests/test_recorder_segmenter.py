@@ -28,6 +28,7 @@ from av.bitstream import BitStreamFilterContext
 import pytest
 
 from custom_components.lightnvr.hub import MediaPacket, StreamHub, StreamInfo, ThreadPacketQueue
+from custom_components.lightnvr.media.bmff import iter_boxes
 from custom_components.lightnvr.media.params import parameter_sets_from_keyframe
 from custom_components.lightnvr.recorder import (
     segment_writer as segment_writer_module,
@@ -347,22 +348,27 @@ async def test_records_rtsp_into_keyframe_cut_segments(
             # One connection: each segment starts where the previous one ended.
             assert abs(got.segments[number + 1].start - segment.end) < 0.01
 
-    # Fragments: contiguous byte ranges after the init section, each a `moof` starting on a
-    # keyframe (1 s GOP), together as long as the segment.
+    # Fragments: each file is its init section and then the fragments reported to live HLS,
+    # byte for byte but for their decode times, each a `moof` starting on a keyframe (1 s GOP),
+    # together as long as the segment.
     for segment in got.segments:
-        part = segment.path.with_name(segment.path.name + PART_SUFFIX)
-        fragments = [f for f in got.fragments if f.path == part]
+        fragments = [
+            f.fragment
+            for f in got.fragments
+            if segment.start - 0.01 <= f.start < segment.end - 0.01
+        ]
         assert fragments
-        assert [f.sequence for f in fragments] == list(range(1, len(fragments) + 1))
-        offset = fragments[0].init_length
         data = segment.path.read_bytes()
-        for fragment in fragments:
-            assert fragment.offset == offset
-            assert data[offset + 4 : offset + 8] == b"moof"
+        boxes = list(iter_boxes(data))
+        assert [box[0] for box in boxes[:2]] == [b"ftyp", b"moov"]
+        assert data[: boxes[1][3]] == fragments[0].init.data
+        pairs = boxes[2:]
+        assert [box[0] for box in pairs] == [b"moof", b"mdat"] * len(fragments)
+        for fragment, moof, mdat in zip(fragments, pairs[::2], pairs[1::2], strict=True):
             assert fragment.keyframe
             assert 0 < fragment.duration <= 2.0
-            offset += fragment.length
-        assert data[offset + 4 : offset + 8] == b"mfra"  # then only the trailer's index
+            assert len(fragment.data) == mdat[3] - moof[1]
+            assert fragment.data[moof[3] - moof[1] :] == data[mdat[1] : mdat[3]]
         assert abs(sum(f.duration for f in fragments) - segment.duration) < 0.05
         assert abs(fragments[0].start - segment.start) < 0.01
 
@@ -571,16 +577,16 @@ async def test_write_error_keeps_what_is_on_disk_and_retries(
 ) -> None:
     """The disk fails mid-segment: the complete fragments are kept, recording resumes later."""
     monkeypatch.setattr(segmenter_module, "_WRITE_RETRY_SECONDS", 0.3)
-    original_write = segment_writer_module._FragmentSink.write
+    original_write = segment_writer_module.SegmentWriter._write
     failed: list[int] = []
 
-    def write(self: Any, data: bytes) -> int:
-        if not failed and self.position + len(data) > 250_000:  # in the 3rd fragment
-            failed.append(self.position)
+    def write(self: Any, data: bytes) -> None:
+        if not failed and self.size + len(data) > 250_000:  # in the 3rd fragment
+            failed.append(self.size)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original_write(self, data)
+        original_write(self, data)
 
-    monkeypatch.setattr(segment_writer_module._FragmentSink, "write", write)
+    monkeypatch.setattr(segment_writer_module.SegmentWriter, "_write", write)
     info, packets = clip_packets(camera_clip)
     feed = ClipFeed(info)
     got = Collector()
@@ -709,10 +715,12 @@ async def test_timestamp_repair_unit() -> None:
 def _child_main(url: str, root: str) -> None:
     """Record `url` into `root` until killed; print each fragment as it reaches the disk."""
 
+    starts: list[float] = []  # the first fragment's start: the segment's (one segment only)
+
     def on_fragment(fragment: FragmentInfo) -> None:
+        starts.append(fragment.start)
         sys.stdout.write(
-            f"FRAGMENT {fragment.sequence} {fragment.segment_start:.6f} "
-            f"{fragment.start + fragment.duration:.6f}\n"
+            f"FRAGMENT {len(starts)} {starts[0]:.6f} {fragment.start + fragment.duration:.6f}\n"
         )
         sys.stdout.flush()
 

@@ -2,25 +2,24 @@
 
 Where the segments come from (no second camera connection, no second remux of what is on disk)
 -----------------------------------------------------------------------------------------------
-- **Recording on**: the recorder already writes the camera as fragmented MP4 and reports every
-  fragment the moment it is on disk (`RecorderManager.add_fragment_listener`). A live segment is
-  then just a byte range of the file being written (one or more whole fragments, starting on a
-  keyframe) and its init section is the first `init_length` bytes of that file. Nothing is
-  muxed twice. The newest fragments are always remembered (a few seconds of `FragmentInfo`,
-  no bytes), so the first viewer gets a playlist with segments at once.
-- **Recording off** (or paused, or not started yet): an in-memory fMP4 muxer
-  (`live_muxer.MemoryMuxer`, stream copy, one thread) subscribes to the camera's StreamHub, the
-  same shared connection every consumer uses. It is started by the first live request and
-  stopped once nobody asked for a playlist or segment for `LIVE_IDLE_TIMEOUT` seconds, so no
-  disk is needed and an unwatched camera costs nothing. It starts from the hub's cached GOP, so
-  its first segment is ready at the camera's next keyframe. Like the recorder, it transcodes
-  audio other than AAC to AAC (`recorder.audio.AacAudio`).
+- **Recording on**: the recorder muxes the camera once (`media.muxer.CameraMuxer`) and hands
+  every fragment it writes to disk to live HLS as well (`RecorderManager.add_fragment_listener`),
+  bytes and all: live segments are served from memory, never read back from the file, and
+  nothing is muxed twice. A new recording file does not change the init section (one per camera
+  connection). The newest fragments are always remembered (a few seconds), so the first viewer
+  gets a playlist with segments at once.
+- **Recording off** (or paused, or not started yet): an in-memory muxer
+  (`live_muxer.MemoryMuxer`: the same camera muxer, one thread) subscribes to the camera's
+  StreamHub, the same shared connection every consumer uses. It is started by the first live
+  request and stopped once nobody asked for a playlist or segment for `LIVE_IDLE_TIMEOUT`
+  seconds, so no disk is needed and an unwatched camera costs nothing. It starts from the
+  hub's cached GOP, so its first segment is ready at the camera's next keyframe.
 - The two switch over by themselves: when the recorder starts writing while the muxer runs,
   its first keyframe fragment takes over and the muxer stops; when the recorder stops (switch
-  off, storage full), the muxer starts. A switch, a new recording file or a new camera
-  connection changes the init section and is marked with EXT-X-DISCONTINUITY.
+  off, storage full), the muxer starts. A switch or a new camera connection changes the init
+  section and is marked with EXT-X-DISCONTINUITY.
 
-Both sources put every fragment on one wall-clock timeline (`vod.retime_fragments`: decode time
+Both sources put every fragment on one wall-clock timeline (`bmff.retime_fragments`: decode time
 = epoch seconds × timescale), the same one the recorded playlists use, so timestamps never go
 backwards when the source or the file changes (FFmpeg-based players drop frames when they do).
 
@@ -37,8 +36,8 @@ from the recorder (it cuts at every keyframe, at most 1.5 s), at most `LIVE_PART
 from the in-memory muxer, whose segments are then closed on the keyframe part that follows.
 
 Threads: the muxer thread and the recorder thread only hand finished chunks to the event loop
-(`call_soon_threadsafe`); every window, init and timer is owned by the loop. File reads run in
-the executor.
+(`call_soon_threadsafe`); every window, init and timer is owned by the loop. Recorder fragments
+are moved onto the shared timeline when first served (`live_io`, in the executor).
 """
 
 from __future__ import annotations
@@ -410,8 +409,6 @@ class LiveCamera:
                 key=chunk.init_key,
                 zero=chunk.zero,
                 data=chunk.init_data,
-                path=chunk.path,
-                length=len(chunk.init_data) if chunk.init_data else chunk.init_length,
             )
             self._next_init_id += 1
             self._inits[chunk.init_key] = init
@@ -428,7 +425,6 @@ class LiveCamera:
         if pending and (
             (split and chunk.keyframe and full)
             or init is not self._pending_init
-            or (chunk.path is not None and pending[-1].offset + pending[-1].length != chunk.offset)
             # A keyframe after the tail of a long GOP: let it start a segment of its own.
             or (chunk.keyframe and not pending[0].keyframe)
         ):
@@ -472,12 +468,8 @@ class LiveCamera:
             independent=first.keyframe,
             parts=tuple(chunks),
         )
-        if first.data is not None:
+        if all(chunk.data is not None for chunk in chunks):
             segment.data = b"".join(chunk.data or b"" for chunk in chunks)
-        else:
-            segment.path = first.path
-            segment.offset = first.offset
-            segment.length = chunks[-1].offset + chunks[-1].length - first.offset
         self._next_sequence += 1
         self._flagged += discontinuity
         self._discontinuity = False

@@ -6,12 +6,11 @@ window (`live`), which groups chunks into `LiveSegment`s under `LiveInit` sectio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
+from ..media.muxer import Fragment
 from ..recorder.segment_writer import FragmentInfo
-from ..recorder.storage import StorageLayout
 
 LIVE_TARGET_SECONDS = 2.0
 
@@ -33,12 +32,16 @@ class LiveChunk:
     start: float  # epoch second of its first frame
     duration: float
     keyframe: bool
+    init_data: bytes  # the init section
     data: bytes | None = None  # memory: the bytes, already on the shared timeline
-    init_data: bytes | None = None  # memory: the init section
-    path: Path | None = None  # recorder: the file being written
-    offset: int = 0
-    length: int = 0
-    init_length: int = 0  # recorder: the init section is the file's first bytes
+    fragment: Fragment | None = None  # recorder: moved onto the shared timeline when served
+
+    def wall_clock_bytes(self) -> bytes:
+        """Return the chunk's bytes on the shared timeline."""
+        if self.data is not None:
+            return self.data
+        assert self.fragment is not None
+        return self.fragment.on_wall_clock()
 
     @property
     def end(self) -> float:
@@ -53,10 +56,7 @@ class LiveInit:
     init_id: int
     key: object
     zero: float
-    data: bytes | None = None
-    path: Path | None = None  # recorder: read from this file (or its finished name)
-    length: int = 0
-    shifts: dict[int, int] = field(default_factory=dict)  # per track, to the shared timeline
+    data: bytes
 
 
 @dataclass(slots=True, eq=False)
@@ -69,10 +69,7 @@ class LiveSegment:
     duration: float
     discontinuity: bool
     independent: bool
-    data: bytes | None = None  # memory source; recorder source once read
-    path: Path | None = None
-    offset: int = 0
-    length: int = 0
+    data: bytes | None = None  # on the shared timeline (recorder chunks: once served)
     parts: tuple[LiveChunk, ...] = ()  # its chunks: the LL-HLS parts (EXT-X-PART)
 
 
@@ -101,29 +98,14 @@ class LiveWindow:
 
 def chunk_from_fragment(info: FragmentInfo) -> LiveChunk:
     """Describe a recorder fragment as a live chunk."""
+    fragment = info.fragment
     return LiveChunk(
         source=LiveSource.RECORDER,
-        init_key=info.path,
-        zero=info.segment_start,
-        start=info.start,
-        duration=info.duration,
-        keyframe=info.keyframe,
-        path=info.path,
-        offset=info.offset,
-        length=info.length,
-        init_length=info.init_length,
+        init_key=fragment.init,
+        zero=fragment.init.zero,
+        start=fragment.start,
+        duration=fragment.duration,
+        keyframe=fragment.keyframe,
+        init_data=fragment.init.data,
+        fragment=fragment,
     )
-
-
-def read_recording_range(path: Path, offset: int, length: int) -> bytes:
-    """Read bytes of a recording being written, or of the file it was renamed to (blocking)."""
-    for candidate in (path, StorageLayout.final_path(path)):
-        try:
-            with candidate.open("rb") as file:
-                file.seek(offset)
-                data = file.read(length)
-        except FileNotFoundError:
-            continue
-        if len(data) == length:
-            return data
-    raise FileNotFoundError(path.name)

@@ -1,188 +1,146 @@
-"""SegmentWriter: one recording file being written, fragment by fragment, straight to disk.
+"""SegmentWriter: one recording file being written from the camera muxer's fragments.
 
-The one fMP4 writer (`media.fmp4.Fmp4Writer`) muxes into `_FragmentSink`, an unbuffered file
-that reports every complete `moof`+`mdat` as soon as it is on disk (for live HLS) and never
-seeks, so what is on disk is final and a crash loses at most the fragment being built.
-`FragmentInfo` describes such a fragment to live HLS (byte ranges of the file being written).
+The camera's packets are muxed once (`media.muxer.CameraMuxer`); a recording file is its init
+section followed by its fragments from one keyframe fragment on, written straight to an
+unbuffered `.mp4.part` as each fragment completes. Every file's decode times start at 0 (each
+fragment's `tfdt` is moved back by the file's start as it is written), so a file plays on its
+own exactly as if it had been muxed alone. Nothing is ever rewritten: what is on disk is final,
+and a crash loses at most the fragment being built.
+
+`FragmentInfo` hands a fragment that was just written to live HLS, which serves it from memory:
+live view never reads back what the recorder wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from fractions import Fraction
 import os
 from pathlib import Path
+from typing import BinaryIO
 
-from ..hub import StreamInfo
-from ..media.bmff import FragmentFollower
-from ..media.fmp4 import Fmp4Writer
+from ..media.bmff import retime_fragments
+from ..media.muxer import Fragment
 
 
 @dataclass(frozen=True, slots=True)
 class FragmentInfo:
-    """One fragment on disk, for a live HLS playlist (byte ranges of the part file).
-
-    The part file is `init_length` bytes of init section (`ftyp`+`moov`, an HLS `EXT-X-MAP`)
-    followed by fragments; this one is `length` bytes at `offset`, and is complete on disk
-    when the callback runs.
-    """
+    """One fragment a camera's recorder just wrote, for live HLS (kept in memory, not re-read)."""
 
     camera_id: str
-    path: Path  # the `.mp4.part` being written (renamed to `.mp4` when the segment ends)
-    sequence: int  # 1, 2, … within the segment
-    offset: int
-    length: int
-    init_length: int
-    start: float  # epoch seconds of the fragment's first video frame
-    duration: float  # seconds of video
-    keyframe: bool  # starts with a keyframe: can be played without the fragment before it
-    segment_start: float
+    fragment: Fragment
+
+    @property
+    def start(self) -> float:
+        """Return the epoch second of the fragment's first video frame."""
+        return self.fragment.start
+
+    @property
+    def duration(self) -> float:
+        """Return the seconds of video."""
+        return self.fragment.duration
+
+    @property
+    def keyframe(self) -> bool:
+        """Return True when it starts with a keyframe (plays without what came before)."""
+        return self.fragment.keyframe
 
 
-class _FragmentSink:
-    """The file object PyAV writes the MP4 into.
+def open_new_file(path: Path) -> BinaryIO:
+    """Create `path` for writing, unbuffered; never over an existing file, whatever the name."""
+    return open(path, "xb", buffering=0)
 
-    It writes straight to an unbuffered file (every fragment reaches the OS as soon as the
-    muxer flushes it) and follows the top-level boxes going by, to report each complete
-    `moof`+`mdat` pair. It has no `seek`, so FFmpeg treats it as a stream and never goes back
-    to rewrite anything: what is on disk is final.
+
+def write_all(file: BinaryIO, data: bytes | bytearray) -> None:
+    """Write every byte (an unbuffered file may take fewer at a time)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError("short write")
+        view = view[written:]
+
+
+def sync_and_close(file: BinaryIO) -> None:
+    """Flush a finished file to the disk itself and close it."""
+    if file.closed:
+        return
+    try:
+        os.fsync(file.fileno())
+    finally:
+        file.close()
+
+
+def _file_shifts(first: Fragment) -> dict[int, int]:
+    """Return, per track, the ticks that move `first` (a file's first fragment) to time 0.
+
+    The video starts at exactly 0. Other tracks move by the same time, rounded to their own
+    scale, but never below 0 (an audio sample that starts a hair before the picture).
     """
-
-    def __init__(self, path: Path) -> None:
-        # "x": never overwrite a file, whatever the name.
-        self._file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._follower = FragmentFollower()
-
-    @property
-    def position(self) -> int:
-        """Return the bytes written."""
-        return self._follower.position
-
-    @property
-    def init_length(self) -> int:
-        """Return the bytes of the init section, 0 until it is written."""
-        return self._follower.init_length
-
-    @property
-    def fragments(self) -> list[tuple[int, int, bytes]]:
-        """Return the complete fragments not taken yet: (offset, length, moof body)."""
-        return self._follower.fragments
-
-    @fragments.setter
-    def fragments(self, value: list[tuple[int, int, bytes]]) -> None:
-        self._follower.fragments = value
-
-    def write(self, data: bytes) -> int:
-        """Write everything (called by PyAV from the muxer)."""
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            if not written:
-                raise OSError("short write")
-            view = view[written:]
-        self._follower.feed(data)
-        return len(data)
-
-    def sync_and_close(self) -> None:
-        """Flush to the disk itself (the segment is final) and close."""
-        if self._file.closed:
-            return
-        try:
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-
-    def close(self) -> None:
-        """Close without syncing (after an error)."""
-        self._file.close()
+    init = first.init
+    seconds = first.video_base / init.video_scale
+    shifts: dict[int, int] = {}
+    for track_id, track in init.tracks.items():
+        if track_id == init.video_track_id:
+            shifts[track_id] = -first.video_base
+        else:
+            shift = round(seconds * track.timescale)
+            shifts[track_id] = -min(shift, first.bases.get(track_id, shift))
+    return shifts
 
 
 class SegmentWriter:
-    """One open `.mp4.part`: the camera's packets muxed into it by the one fMP4 writer."""
+    """One open `.mp4.part`: a keyframe fragment of the camera muxer and those after it."""
 
-    def __init__(
-        self,
-        path: Path,
-        info: StreamInfo,
-        video_extradata: bytes | None,
-        audio_extradata: bytes | None,
-        *,
-        start_wall: float,
-        origin_seconds: float,
-        fragment_seconds: float,
-    ) -> None:
+    def __init__(self, path: Path, first: Fragment, *, start_wall: float) -> None:
+        """Create the file (never over an existing one) and write the init section."""
         self.path = path
-        self.generation = info.generation
+        self.init = first.init
         self.start_wall = start_wall
-        self.origin_seconds = origin_seconds  # repaired connection time of the first frame
-        self.video_time_base = info.time_base
+        self.video_base = first.video_base  # in the container's video time scale
         self.fragments = 0
-        self._sink = _FragmentSink(path)
+        self.size = 0
+        self.video_end = 0.0  # seconds of video written
+        self._shifts = _file_shifts(first)
+        self._file = open_new_file(path)
         try:
-            self._writer = Fmp4Writer(
-                self._sink,
-                info,
-                video_extradata,
-                audio_extradata,
-                origin_seconds=origin_seconds,
-                fragment_seconds=fragment_seconds,
-            )
+            self._write(first.init.data)
         except BaseException:
-            with contextlib.suppress(OSError):
-                self._sink.close()
+            self.abort()
             path.unlink(missing_ok=True)  # nothing of it is playable
             raise
-        self.video = self._writer.video
-        self.audio = self._writer.audio
 
     @property
-    def init_length(self) -> int:
-        """Return the bytes of the init section (ftyp + moov)."""
-        return self._sink.init_length
-
-    @property
-    def size(self) -> int:
-        """Return the bytes written so far."""
-        return self._sink.position
-
-    @property
-    def video_end(self) -> int:
-        """Return the end of the last video frame, in the video time base (from 0)."""
-        return self._writer.video_end
+    def generation(self) -> int:
+        """Return the camera connection the file belongs to."""
+        return self.init.generation
 
     @property
     def duration(self) -> float:
         """Return the seconds of video written."""
-        return self._writer.duration
+        return self.video_end
 
-    def write_video(self, data: bytes, dts: int, pts: int, keyframe: bool, duration: int) -> None:
-        """Mux one video packet; `dts`/`pts` are relative to the segment's first frame."""
-        self._writer.write_video(data, dts, pts, keyframe, duration)
+    def elapsed(self, fragment: Fragment) -> float:
+        """Return the seconds from the file's first frame to `fragment`'s."""
+        return (fragment.video_base - self.video_base) / self.init.video_scale
 
-    def write_audio(
-        self, data: bytes, dts: int, pts: int, time_base: Fraction, duration: int
-    ) -> bool:
-        """Mux one audio packet (connection timestamps); False if it precedes the segment."""
-        return self._writer.write_audio(data, dts, pts, time_base, duration)
+    def append(self, fragment: Fragment) -> None:
+        """Write one fragment of the same container, moved onto the file's timeline."""
+        data = bytearray(fragment.data)
+        retime_fragments(data, self._shifts)
+        self._write(data)
+        self.fragments += 1
+        self.video_end = max(self.video_end, self.elapsed(fragment) + fragment.duration)
 
-    def take_fragments(self) -> list[tuple[int, int, bytes]]:
-        """Return the fragments completed since the last call."""
-        fragments, self._sink.fragments = self._sink.fragments, []
-        return fragments
-
-    @property
-    def video_time_scale(self) -> Fraction:
-        """Return the video track's time base in the file."""
-        return self._writer.video_time_scale
+    def _write(self, data: bytes | bytearray) -> None:
+        write_all(self._file, data)
+        self.size += len(data)
 
     def close(self) -> None:
-        """Write the last fragment, sync the file to disk and close it."""
-        self._writer.close()
-        self._sink.sync_and_close()
+        """Sync the file to the disk itself (the segment is final) and close it."""
+        sync_and_close(self._file)
 
     def abort(self) -> None:
         """Close after a failure, ignoring further errors (the part is recovered later)."""
-        self._writer.abort()
         with contextlib.suppress(OSError):
-            self._sink.close()
+            self._file.close()

@@ -2,14 +2,15 @@
 
 One thread per camera (the shared `media.consumer` skeleton) reads the camera's StreamHub (a
 thread subscriber: the recorder never opens a connection of its own) and muxes the packets
-with PyAV, never decoding the video:
+once with the camera muxer (`media.muxer.CameraMuxer`), never decoding the video:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
-  keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is handed
-  to the operating system within one batch interval (0.25 s), so a crash or a kill loses at
-  most the fragment being built: less than 2 s.
-- **Segments** of `segment_seconds`, cut on the first keyframe after that length, so every file
-  starts with a keyframe and plays on its own. A new connection to the camera (a new
+  keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is written
+  to its file within one batch interval (0.25 s), so a crash or a kill loses at most the
+  fragment being built: less than 2 s. The same fragments go to live HLS, in memory.
+- **Segments** of `segment_seconds`, cut on the first keyframe fragment after that length, so
+  every file starts with a keyframe and plays on its own (`segment_writer`: the muxer's init
+  section, then its fragments moved to start at 0). A new connection to the camera (a new
   `MediaPacket.generation`) starts a new segment: the gap stays visible between two files
   instead of being hidden inside one.
 - **Camera timestamps are not trusted**: missing, repeated, backwards or jumping timestamps are
@@ -19,11 +20,6 @@ with PyAV, never decoding the video:
   behind by a crash is made playable at the next start (`storage.recover_part`).
 - **Audio**: AAC is copied; any other codec (G.711 above all) is transcoded to AAC in this
   thread (`audio.AacAudio`), because MP4 players play nothing else.
-
-The output streams are described from the hub's `StreamInfo` (there is no input stream to
-copy them from): each gets a *decoder* codec context carrying the codec, size and extradata.
-PyAV opens that context when writing the header (cheap, one thread, nothing is ever decoded),
-and the muxer copies its parameters into the file.
 
 Nothing here touches the event loop. The callbacks (`on_segment`, `on_fragment`, `on_state`)
 are called in the recorder thread and must be quick; the manager hops to the loop itself.
@@ -38,16 +34,9 @@ import os
 from pathlib import Path
 import time
 
-import av
-import av.error
-
-from ..hub import MediaPacket, StreamInfo
-from ..media.audio_align import align_audio
-from ..media.bmff import parse_moof
+from ..hub import MediaPacket
 from ..media.consumer import PacketConsumer, PacketSource
-from ..media.params import AUDIO_CODECS, VIDEO_CODECS, video_extradata
-from ..media.timestamps import TimestampRepair, connection_clocks
-from .audio import AacAudio
+from ..media.muxer import CameraMuxer, Fragment
 from .segment_writer import FragmentInfo, SegmentWriter
 from .storage import Segment, StorageLayout, recover_part
 
@@ -156,7 +145,6 @@ class Segmenter(PacketConsumer):
         self.camera_id = camera_id
         self._layout = layout
         self._segment_seconds = segment_seconds
-        self._fragment_seconds = fragment_seconds
         self._on_segment = on_segment
         self._on_fragment = on_fragment
         self._on_state = on_state
@@ -166,19 +154,19 @@ class Segmenter(PacketConsumer):
         self._retry_at = 0.0
 
         self._writer: SegmentWriter | None = None
+        self._muxer = CameraMuxer(
+            source.name,
+            lambda: source.info,
+            fragment_seconds=fragment_seconds,
+            on_fragment=self._on_muxed,
+            on_close=self._finish,
+            on_repair=self._count_repair,
+            on_unsupported=self._on_unsupported,
+        )
         self._generation: int | None = None
-        self._video_clock = TimestampRepair(None)
-        self._audio_clock = TimestampRepair(None)
-        self._audio_codec: str | None = None
-        self._audio_extradata: bytes | None = None  # learnt from ADTS headers
-        self._aac = AacAudio(source.name)
-        self._need_keyframe = True
-        self._segment_origin = 0  # repaired dts of the current segment's first frame
-        self._seconds_per_tick = 0.0
         self._unsupported: str | None = None
         self._last_received = 0.0  # arrival stamp of the newest packet handled
         self._last_packet: MediaPacket | None = None
-        self._unsupported_logged: set[str] = set()
 
         self._segments_written = 0
         self._repairs = 0
@@ -275,199 +263,100 @@ class Segmenter(PacketConsumer):
         return not self._enabled or bool(self._pauses) or self._retry_at > time.monotonic()
 
     def _on_blocked(self) -> None:
-        self._finish()
+        self._end()
 
     def _on_subscribed(self) -> None:
-        self._need_keyframe = True
+        self._muxer.resync()
 
     def _on_queue_closed(self) -> None:
         """Finish the file: we ended the subscription (stop, off, pause) or the hub did."""
-        self._finish()
+        self._end()
 
     def _on_drops(self, count: int) -> None:
         # A lost packet breaks the references of the frames after it: wait for a keyframe.
-        self._need_keyframe = True
+        self._muxer.resync()
         self._log_counters()
 
     def _on_exit(self) -> None:
-        self._finish()
+        self._end()
         self._log_counters(force=True)
 
     def _on_idle(self) -> None:
-        if self._writer is not None and (
-            time.monotonic() - self._last_packet_at > _IDLE_FINISH_SECONDS
-        ):
+        if self._muxer.is_open and time.monotonic() - self._last_packet_at > _IDLE_FINISH_SECONDS:
             _LOGGER.debug("%s: no packets; finishing the segment", self._source.name)
-            self._finish()
-            self._need_keyframe = True
+            self._end()
 
     def _handle_packet(self, packet: MediaPacket) -> None:
-        if packet.generation != self._generation:
-            self._new_generation(packet.generation)
-        elif packet.received < self._last_received or packet is self._last_packet:
+        if packet.generation == self._generation and (
+            packet.received < self._last_received or packet is self._last_packet
+        ):
             # Seen already: a new subscription (after off/on or a pause) starts with the hub's
             # cached group of pictures, which may overlap what was written before.
             return
+        if packet.generation != self._generation and self._writer is not None:
+            _LOGGER.debug("%s: new connection; finishing the segment", self._source.name)
+        self._generation = packet.generation
         self._last_received = packet.received
         self._last_packet = packet
         try:
-            if packet.kind == "video":
-                self._handle_video(packet)
-            else:
-                for audio in self._aac.convert(packet):
-                    self._handle_audio(audio)
-        except (OSError, av.error.FFmpegError) as err:
+            self._muxer.handle(packet)
+        except OSError as err:
             self._write_failed(err)
         except Exception as err:
             _LOGGER.exception("Recorder of %s failed", self._source.name)
             self._write_failed(err)
 
-    def _new_generation(self, generation: int) -> None:
-        """Start over on a new connection: the file ends here, the clocks restart."""
-        if self._writer is not None:
-            _LOGGER.debug("%s: new connection; finishing the segment", self._source.name)
-        self._finish()
-        self._generation = generation
-        info = self._aac.reset(self._source.info, generation)
-        self._video_clock, self._audio_clock = connection_clocks(info, generation)
-        self._audio_codec = info.audio_codec if info is not None else None
-        self._audio_extradata = None
-        self._need_keyframe = True
+    def _end(self) -> None:
+        """End the muxer's container: its last fragment is written, the file finished."""
+        try:
+            self._muxer.close()
+        except OSError as err:
+            self._write_failed(err)
 
-    def _handle_video(self, packet: MediaPacket) -> None:
-        dts, pts, repair = self._video_clock.fix(packet)
-        if repair is not None:
-            self._count_repair(repair)
+    def _on_unsupported(self, codec: str | None) -> None:
+        self._unsupported = codec
+        self._notify()
+
+    def _on_muxed(self, fragment: Fragment) -> None:
+        """Write a fragment of the camera muxer: the file goes on, or a new one starts."""
         writer = self._writer
-        if self._need_keyframe or writer is None:
-            if not packet.keyframe:
-                return
-            self._need_keyframe = False
-            if writer is not None:
-                # Resynchronised after lost packets: the file goes on at this keyframe.
-                self._write_video(writer, packet, dts, pts)
-                return
-            writer = self._open(packet, dts)
-            if writer is None:
-                return
-        elif packet.keyframe and (
-            (dts - self._segment_origin) * self._seconds_per_tick >= self._segment_seconds
-        ):
+        if writer is not None and writer.init is not fragment.init:
+            self._finish()  # another container (not expected: its end finished the file)
+            writer = None
+        if writer is None:
+            if not fragment.keyframe or self._blocked():
+                return  # files start with a keyframe, and only while recording may go on
+            writer = self._open(fragment)
+        elif fragment.keyframe and writer.elapsed(fragment) >= self._segment_seconds:
             previous = writer
             self._finish()
-            writer = self._open(packet, dts, previous=previous)
-            if writer is None:
-                return
-        self._write_video(writer, packet, dts, pts)
+            writer = self._open(fragment, previous)
+        writer.append(fragment)
+        self._deliver_fragment(fragment)
 
-    def _write_video(self, writer: SegmentWriter, packet: MediaPacket, dts: int, pts: int) -> None:
-        origin = self._segment_origin
-        writer.write_video(
-            packet.data, dts - origin, pts - origin, packet.keyframe, self._video_clock.step
-        )
-        self._deliver_fragments(writer)
-
-    def _handle_audio(self, packet: MediaPacket) -> None:
-        if self._audio_codec not in AUDIO_CODECS:
-            return
-        # The config learnt from ADTS headers serves the next segment when the source gave none.
-        audio = align_audio(packet, self._audio_clock, self._video_clock, self._audio_extradata)
-        self._audio_extradata = audio.config
-        if audio.repair is not None:
-            self._count_repair(audio.repair)
-        writer = self._writer
-        if writer is None or writer.audio is None:
-            return
-        writer.write_audio(audio.data, audio.dts, audio.pts, packet.time_base, audio.duration)
-        self._deliver_fragments(writer)
-
-    def _audio_config(self, info: StreamInfo) -> bytes | None:
-        codec = info.audio_codec
-        if codec is None or not info.audio_sample_rate:
-            return None
-        if codec not in AUDIO_CODECS:
-            if codec not in self._unsupported_logged:
-                self._unsupported_logged.add(codec)
-                _LOGGER.info(
-                    "%s: %s audio is not recorded (it cannot be converted to AAC)",
-                    self._source.name,
-                    codec,
-                )
-            return None
-        return info.audio_extradata or self._audio_extradata
-
-    def _open(
-        self, packet: MediaPacket, dts: int, previous: SegmentWriter | None = None
-    ) -> SegmentWriter | None:
-        info = self._aac.stream_info(self._source.info)
-        if info is None or info.generation != packet.generation:
-            self._need_keyframe = True  # this connection's details are gone: wait for the next
-            return None
-        if info.video_codec not in VIDEO_CODECS:
-            if self._unsupported != info.video_codec:
-                _LOGGER.warning(
-                    "%s: %s video cannot be recorded without transcoding",
-                    self._source.name,
-                    info.video_codec,
-                )
-                self._unsupported = info.video_codec
-                self._notify()
-            return None
-        if self._unsupported is not None:
-            self._unsupported = None
-            self._notify()
-        arrived = time.time() - (time.monotonic() - packet.received)
-        start = arrived
-        seconds_per_tick = float(packet.time_base)
+    def _open(self, fragment: Fragment, previous: SegmentWriter | None = None) -> SegmentWriter:
+        start = fragment.arrived if fragment.arrived is not None else fragment.start
         if previous is not None:
             # Cut inside one connection: continue the previous file's timeline exactly, unless
             # the camera's clock has drifted away from the wall clock.
-            continued = previous.start_wall + (dts - self._segment_origin) * seconds_per_tick
-            if abs(continued - arrived) <= _MAX_START_DRIFT_SECONDS:
+            continued = previous.start_wall + previous.elapsed(fragment)
+            if abs(continued - start) <= _MAX_START_DRIFT_SECONDS:
                 start = continued
         part = self._layout.new_part_path(self.camera_id, start)
-        writer = SegmentWriter(
-            part,
-            info,
-            video_extradata(info, packet.data),
-            self._audio_config(info),
-            start_wall=start,
-            origin_seconds=dts * seconds_per_tick,
-            fragment_seconds=self._fragment_seconds,
-        )
+        writer = SegmentWriter(part, fragment, start_wall=start)
         self._writer = writer
-        self._segment_origin = dts
-        self._seconds_per_tick = seconds_per_tick
         _LOGGER.debug("%s: recording %s", self._source.name, self._layout.relative(part))
         self._notify()
         return writer
 
-    def _deliver_fragments(self, writer: SegmentWriter) -> None:
-        fragments = writer.take_fragments()
-        if not fragments or self._on_fragment is None:
-            writer.fragments += len(fragments)
+    def _deliver_fragment(self, fragment: Fragment) -> None:
+        if self._on_fragment is None:
             return
-        scale = writer.video_time_scale
-        for offset, length, moof in fragments:
-            writer.fragments += 1
-            parsed = parse_moof(moof, 1)  # the video is the first track
-            base, duration, keyframe = parsed if parsed is not None else (0, 0, False)
-            info = FragmentInfo(
-                camera_id=self.camera_id,
-                path=writer.path,
-                sequence=writer.fragments,
-                offset=offset,
-                length=length,
-                init_length=writer.init_length,
-                start=writer.start_wall + float(base * scale),
-                duration=float(duration * scale),
-                keyframe=keyframe,
-                segment_start=writer.start_wall,
-            )
-            try:
-                self._on_fragment(info)
-            except Exception:
-                _LOGGER.exception("Error in the recorder fragment callback")
+        info = FragmentInfo(self.camera_id, fragment)
+        try:
+            self._on_fragment(info)
+        except Exception:
+            _LOGGER.exception("Error in the recorder fragment callback")
 
     def _finish(self) -> None:
         """Close the current segment, make it final and report it."""
@@ -476,7 +365,6 @@ class Segmenter(PacketConsumer):
             return
         try:
             writer.close()
-            self._deliver_fragments(writer)
             end = writer.start_wall + writer.duration
             final = self._layout.final_path(writer.path)
             if final.exists():  # never overwrite a recording, whatever happened meanwhile
@@ -485,7 +373,7 @@ class Segmenter(PacketConsumer):
             os.utime(writer.path, (end, end))  # the index reads the end back from the mtime
             os.rename(writer.path, final)
             size = final.stat().st_size
-        except (OSError, av.error.FFmpegError) as err:
+        except OSError as err:
             self._last_error = str(err)
             _LOGGER.warning("%s: could not finish a segment: %s", self._source.name, err)
             self._salvage(writer)
@@ -517,7 +405,7 @@ class Segmenter(PacketConsumer):
             writer.abort()
             self._salvage(writer)
         self._retry_at = time.monotonic() + _WRITE_RETRY_SECONDS
-        self._need_keyframe = True
+        self._muxer.resync()
         self._notify()
 
     def _salvage(self, writer: SegmentWriter) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 from ...detection import Box
 from ..files import DayTree
-from ..segment_writer import SegmentWriter
 from .buffer import BufferedPacket
 from .store import SIDECAR_VERSION, EventClip, snapshot_path
+from .writer import ClipWriter
 
 
 def box_dict(box: Box | Mapping[str, float] | Sequence[float] | None) -> dict[str, float] | None:
@@ -118,7 +118,7 @@ class ClipState:
     snapshot: bytes | None = None  # (lock) given, not yet written
     dirty: bool = False  # (lock) labels or detections changed since the sidecar was written
     # Thread only:
-    writer: SegmentWriter | None = None
+    writer: ClipWriter | None = None
     opened_at: float = 0.0  # monotonic arrival of the first frame
     origin: int = 0  # repaired dts of the first frame
     need_keyframe: bool = False
@@ -148,7 +148,7 @@ class ClipState:
         end = (entry.dts - self.origin + entry.duration) * entry.time_base
         return float(end) > self.max_length + 1e-6
 
-    def sidecar(self, camera_id: str, writer: SegmentWriter, end: float | None) -> dict[str, Any]:
+    def sidecar(self, camera_id: str, writer: ClipWriter, end: float | None) -> dict[str, Any]:
         """Return the sidecar of the clip (lock held); `end` is None while it is written."""
         best_label, best = None, None
         for label, seen in self.detections.items():

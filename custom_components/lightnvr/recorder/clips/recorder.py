@@ -43,7 +43,6 @@ from ...hub import MediaPacket
 from ...media.consumer import PacketConsumer, PacketSource
 from ...media.params import VIDEO_CODECS, video_extradata
 from ..audio import AacAudio
-from ..segment_writer import SegmentWriter
 from ..segmenter import DEFAULT_FRAGMENT_SECONDS
 from .buffer import BufferedPacket, PreRollBuffer
 from .handle import ClipFinishedCallback, ClipHandle, ClipState, box_dict
@@ -58,6 +57,7 @@ from .store import (
     snapshot_path,
     write_sidecar,
 )
+from .writer import ClipWriter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class ClipRecorder(PacketConsumer):
         start_wall = time.time() - (time.monotonic() - first.received)
         try:
             part = self._layout.new_part_path(self.camera_id, start_wall, clip.handle.label)
-            writer = SegmentWriter(
+            writer = ClipWriter(
                 part,
                 info,
                 video_extradata(info, first.data),
@@ -431,7 +431,6 @@ class ClipRecorder(PacketConsumer):
                 writer.write_audio(
                     entry.data, entry.dts, entry.pts, entry.time_base, entry.duration
                 )
-            writer.take_fragments()  # nobody follows clip fragments: don't let the list grow
         except (OSError, av.error.FFmpegError) as err:
             _LOGGER.warning("%s: writing a clip failed: %s", self.camera_id, err)
             clip.writer = None
@@ -482,7 +481,6 @@ class ClipRecorder(PacketConsumer):
             self._update_side_files(clip)  # a snapshot given at the last moment
             clip.writer = None
             writer.close()
-            writer.take_fragments()
             end = writer.start_wall + writer.duration
             # The name was reserved for all of the clip's files when it opened.
             with self._lock:

@@ -396,25 +396,45 @@ def _recording_window(hass: HomeAssistant) -> LiveCamera:
     return camera
 
 
+def _parts(
+    camera: LiveCamera, container: str, start: float, end: float, *, gop: float = 1.0
+) -> None:
+    """Feed the recorder's 0.5 s parts from `start` to `end` (included), a keyframe every `gop`."""
+    at = start
+    while at <= end + 1e-9:
+        number = round((at - T0) * 2)
+        keyframe = abs((at - T0) / gop - round((at - T0) / gop)) < 1e-9
+        camera.on_recorder_fragment(
+            _fragment(container, number, at, duration=0.5, keyframe=keyframe)
+        )
+        at += 0.5
+
+
 async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     hass: HomeAssistant,
 ) -> None:
-    """1 s fragments become 2 s byte ranges; new files and breaks are discontinuities."""
+    """0.5 s parts make 2 s segments cut on keyframes; a new connection is a discontinuity."""
     camera = _recording_window(hass)
-    for number in range(5):
-        camera.on_recorder_fragment(_fragment("a", number, T0 + number))
+    _parts(camera, "a", T0, T0 + 4.5)
     window = camera.window()
+    # A segment is closed by the keyframe part after 2 s, which starts the next one.
     assert [s.sequence for s in window.segments] == [0, 1]
     assert [s.duration for s in window.segments] == [2.0, 2.0]
     first = window.segments[0]
-    assert [part.fragment.data for part in first.parts if part.fragment] == [b"0", b"1"]
+    assert [part.fragment.data for part in first.parts if part.fragment] == [
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+    ]
     assert not any(s.discontinuity for s in window.segments)
     assert window.target == 2
+    assert window.part_target == 0.5
 
-    # A new connection: the 1 s left of the first one is listed, the new one is a break.
-    camera.on_recorder_fragment(_fragment("b", 0, T0 + 5, keyframe=False))  # skipped
-    camera.on_recorder_fragment(_fragment("b", 1, T0 + 6))
-    camera.on_recorder_fragment(_fragment("b", 2, T0 + 7))
+    # A new connection: the 1 s left of the first one is listed, the new one is a break that
+    # starts on a keyframe (the part before it is skipped).
+    camera.on_recorder_fragment(_fragment("b", 11, T0 + 5.5, duration=0.5, keyframe=False))
+    _parts(camera, "b", T0 + 6, T0 + 8)
     window = camera.window()
     assert [(s.sequence, s.duration, s.discontinuity) for s in window.segments] == [
         (0, 2.0, False),
@@ -425,13 +445,16 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     assert window.segments[3].init is not window.segments[2].init
     assert window.segments[3].start == T0 + 6
 
-    # A fragment overlapping what is listed (another source's) is not listed twice.
-    camera.on_recorder_fragment(_fragment("b", 3, T0 + 7.5))
-    assert len(camera.window().segments) == 4
+    # A part overlapping what is listed (another source's) does not start a segment twice.
+    camera._close_pending()  # what a switch of source does
+    listed = len(camera.window().segments)
+    camera.on_recorder_fragment(_fragment("b", 16, T0 + 8, duration=0.5))
+    assert len(camera.window().segments) == listed
+    partial = camera.window().partial
+    assert partial is None or not partial.parts
 
     # The window slides; the discontinuity sequence counts the breaks that left it.
-    for number in range(4, 20):
-        camera.on_recorder_fragment(_fragment("b", number, T0 + 4 + number))
+    _parts(camera, "b", T0 + 8.5, T0 + 24)
     window = camera.window()
     assert len(window.segments) == LIVE_WINDOW_SEGMENTS
     assert window.media_sequence == window.segments[0].sequence > 3
@@ -441,37 +464,29 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
 
 
 async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
-    """A 5 s GOP split by the muxer: segments without a keyframe are marked dependent."""
+    """A 5 s GOP: segments are cut at 4 s anyway, those without a keyframe marked dependent."""
     camera = _recording_window(hass)
-    for number, (start, duration, keyframe) in enumerate(
-        [(0, 2.0, True), (2, 2.0, False), (4, 1.0, False), (5, 2.0, True), (7, 2.0, False)]
-    ):
-        camera.on_recorder_fragment(
-            _fragment("a", number, T0 + start, duration=duration, keyframe=keyframe)
-        )
+    _parts(camera, "a", T0, T0 + 10, gop=5.0)
     window = camera.window()
-    # Listed as soon as they are 2 s long (live latency); a keyframe starts a new one.
-    assert [s.independent for s in window.segments] == [True, False, False, True, False]
-    assert [s.duration for s in window.segments] == [2.0, 2.0, 1.0, 2.0, 2.0]
-    assert window.target == 2
-    assert window.segments[2].start == T0 + 4
-    # A longer segment (a 3 s fragment) raises the target duration; it never shrinks.
-    camera.on_recorder_fragment(_fragment("a", 5, T0 + 9, duration=3.0))
-    camera.on_recorder_fragment(_fragment("a", 6, T0 + 12))
-    assert camera.window().target == 3
-    camera.on_recorder_fragment(_fragment("a", 7, T0 + 13))
-    assert camera.window().target == 3
+    # 0-4 s, then its last second (closed by the keyframe at 5 s), 5-9 s, 9-10 s.
+    assert [s.independent for s in window.segments] == [True, False, True, False]
+    assert [s.duration for s in window.segments] == [4.0, 1.0, 4.0, 1.0]
+    assert window.segments[1].start == T0 + 4
+    # The longest segment sets the target duration; it never shrinks.
+    assert window.target == 4
+    _parts(camera, "a", T0 + 10.5, T0 + 14, gop=1.0)
+    assert camera.window().target == 4
 
 
 async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     """Every chunk is a part at once; a wait for a part ends when it is added, not before."""
     camera = _recording_window(hass)
-    camera.on_recorder_fragment(_fragment("a", 0, T0))
+    camera.on_recorder_fragment(_fragment("a", 0, T0, duration=0.5))
     window = camera.window()
     assert not window.segments  # the segment is not complete …
     assert window.partial is not None  # … but its first part is listed
     assert (window.partial.sequence, len(window.partial.parts)) == (0, 1)
-    assert window.part_target == 1.0
+    assert window.part_target == 0.5
     assert camera.reached(0, 0)
     assert not camera.reached(0, 1)
     assert not camera.reached(0, None)  # the whole segment
@@ -479,22 +494,28 @@ async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     waiting = asyncio.create_task(camera.async_wait_until(lambda: camera.reached(0, 1), 5))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    camera.on_recorder_fragment(_fragment("a", 1, T0 + 1))
+    camera.on_recorder_fragment(_fragment("a", 1, T0 + 0.5, duration=0.5, keyframe=False))
     assert await asyncio.wait_for(waiting, 1)
+    assert camera.segment(0) is None
+    _parts(camera, "a", T0 + 1, T0 + 2)  # the keyframe part at 2 s closes the segment
     segment = camera.segment(0)
     assert segment is not None
-    assert [part.fragment.data for part in segment.parts if part.fragment] == [b"0", b"1"]
+    assert [part.fragment.data for part in segment.parts if part.fragment] == [
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+    ]
     found = camera.part(0, 1)
     assert found is not None
     assert found[0] is segment.parts[1]
     assert found[1] is segment.init
     assert camera.reached(0, None)
-    # A part past the last of a complete segment is part 0 of the next one (RFC 8216bis).
-    assert not camera.reached(0, 2)
-    assert camera.part(1, 0) is None
-    camera.on_recorder_fragment(_fragment("a", 2, T0 + 2))
-    assert camera.reached(0, 2)
+    # A part past the last of a complete segment is part 0 of the next one (RFC 8216bis):
+    # the keyframe part that closed it.
+    assert camera.reached(0, 4)
     assert camera.part(1, 0) is not None
+    assert not camera.reached(1, 1)
     # Bounded: gives up (False) when nothing comes.
     assert not await camera.async_wait_until(lambda: camera.reached(5, 0), 0.05)
 

@@ -31,9 +31,9 @@ after a (re)start is a single fragment, so a player can start one GOP sooner.
 
 LL-HLS: every chunk is also listed as a part (EXT-X-PART) as soon as it is muxed, the
 segment being filled included, and blocking playlist reloads wait for a given part
-(`async_wait_until` + `reached`); see `live_views`. Parts are the sources' fragments: one GOP
-from the recorder (it cuts at every keyframe, at most 1.5 s), at most `LIVE_PART_SECONDS`
-from the in-memory muxer, whose segments are then closed on the keyframe part that follows.
+(`async_wait_until` + `reached`); see `live_views`. Parts are the sources' fragments: both
+cut one at every keyframe and after `LIVE_PART_SECONDS` (the recorder's fragment length), so
+a segment is closed on the keyframe part that follows it.
 
 Threads: the muxer thread and the recorder thread only hand finished chunks to the event loop
 (`call_soon_threadsafe`); every window, init and timer is owned by the loop. Recorder fragments
@@ -56,6 +56,7 @@ from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
 from ..recorder.segment_writer import FragmentInfo
+from ..recorder.segmenter import DEFAULT_FRAGMENT_SECONDS
 from .live_muxer import MemoryMuxer
 from .live_types import (
     LIVE_TARGET_SECONDS,
@@ -95,10 +96,10 @@ _RECORDER_FRESH_SECONDS = 3.0
 # before deciding that it stopped.
 _RECORDER_SETTLE_SECONDS = 1.0
 _MUXER_RESTART_SECONDS = 1.0
-# The in-memory muxer cuts a fragment (a part) at every keyframe and after this long, so that
-# LL-HLS parts are shorter than a GOP; a segment of its parts is still cut on keyframes only,
-# unless the GOP is longer than `_SPLIT_MAX_SECONDS`.
-LIVE_PART_SECONDS = 0.5
+# Both sources cut a fragment (a part) at every keyframe and after this long, so that LL-HLS
+# parts are shorter than a GOP; a segment of parts is still cut on keyframes only, unless the
+# GOP is longer than `_SPLIT_MAX_SECONDS`.
+LIVE_PART_SECONDS = DEFAULT_FRAGMENT_SECONDS
 _SPLIT_MAX_SECONDS = 2 * LIVE_TARGET_SECONDS
 _PART_EPSILON = 0.001
 _OVERLAP_TOLERANCE = 0.1  # seconds a new source's first fragment may overlap the last segment
@@ -417,13 +418,11 @@ class LiveCamera:
     def _add_chunk(self, chunk: LiveChunk) -> None:
         init = self._init_for(chunk)
         pending = self._pending
-        # The muxer's chunks are sub-GOP parts: a segment can only end where a keyframe starts
-        # the next, so it is closed when that keyframe's chunk comes (the recorder's chunks
-        # are whole GOPs, closed as soon as they are long enough).
-        split = chunk.source is LiveSource.MEMORY
+        # Chunks are sub-GOP parts: a segment can only end where a keyframe starts the next,
+        # so it is closed when that keyframe's chunk comes.
         full = self._fast_start or _length(pending) >= LIVE_TARGET_SECONDS - TARGET_TOLERANCE
         if pending and (
-            (split and chunk.keyframe and full)
+            (chunk.keyframe and full)
             or init is not self._pending_init
             # A keyframe after the tail of a long GOP: let it start a segment of its own.
             or (chunk.keyframe and not pending[0].keyframe)
@@ -441,10 +440,10 @@ class LiveCamera:
         self._pending_init = init
         self._part_target = max(self._part_target, chunk.duration)
         length = _length(self._pending)
-        # The muxer cuts a part once it reaches LIVE_PART_SECONDS: a shorter one was cut by the
+        # The muxers cut a part once it reaches LIVE_PART_SECONDS: a shorter one was cut by the
         # next keyframe, so the segment may end with it now rather than one part later.
-        gop_end = not split or chunk.duration < LIVE_PART_SECONDS - _PART_EPSILON
-        if split and length >= _SPLIT_MAX_SECONDS:
+        gop_end = chunk.duration < LIVE_PART_SECONDS - _PART_EPSILON
+        if length >= _SPLIT_MAX_SECONDS:
             self._close_pending()  # a GOP this long is cut anyway (the segment is dependent)
         elif gop_end and (self._fast_start or length >= LIVE_TARGET_SECONDS - TARGET_TOLERANCE):
             self._close_pending()

@@ -5,9 +5,9 @@ thread subscriber: the recorder never opens a connection of its own) and muxes t
 once with the camera muxer (`media.muxer.CameraMuxer`), never decoding the video:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
-  keyframe and lasts at most `fragment_seconds` (1.5 s), and every finished fragment is written
+  keyframe and lasts at most `fragment_seconds` (0.5 s), and every finished fragment is written
   to its file within one batch interval (0.25 s), so a crash or a kill loses at most the
-  fragment being built: less than 2 s. The same fragments go to live HLS, in memory.
+  fragment being built: less than 1 s. The same fragments go to live HLS, in memory.
 - **Segments** of `segment_seconds`, cut on the first keyframe fragment after that length, so
   every file starts with a keyframe and plays on its own (`segment_writer`: the muxer's init
   section, then its fragments moved to start at 0). A new connection to the camera (a new
@@ -58,9 +58,10 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SECONDS = 60.0
-# A fragment is cut at every keyframe and at the latest after this long, so that a crash loses at
-# most this much plus one batch interval (< 2 s) even with cameras sending long GOPs.
-DEFAULT_FRAGMENT_SECONDS = 1.5
+# A fragment is cut at every keyframe and at the latest after this long: live HLS lists every
+# fragment as an LL-HLS part (shorter than a GOP), and a crash loses at most this much plus one
+# batch interval (< 1 s) even with cameras sending long GOPs.
+DEFAULT_FRAGMENT_SECONDS = 0.5
 # About 80 s of a 25 fps camera (28 s with AAC audio): room for a slow disk to catch up before
 # packets are lost (and counted). Queued packets are shared with other consumers, not copied.
 DEFAULT_QUEUE_PACKETS = 2048

@@ -3,12 +3,15 @@
 Threads and the loop:
 
 - `FrameSource` decodes in its own thread and keeps only the newest small frame.
-- The analysis thread (`lightnvr-detect-<camera>`) takes the newest frame, runs the numpy motion
-  detector and posts the result to the event loop (`call_soon_threadsafe`). Frames that arrive
-  while it is busy are dropped, never queued: detection always looks at the newest picture.
+- The analysis thread (`lightnvr-detect-<camera>`, see `analysis.py`) takes the newest frame,
+  runs the numpy motion detector and posts the result to the event loop (`call_soon_threadsafe`).
+  Frames that arrive while it is busy are dropped, never queued: detection always looks at the
+  newest picture.
 - On the event loop: the motion state (with the off-delay), the listeners, and one task asking
   the remote object detector about the newest frame (JPEG encoding in the executor, the HTTP
-  request with aiohttp; at most one request in flight, at most one per `object_interval`).
+  request with aiohttp; at most one request in flight, at most one per `object_interval`). What
+  the answers mean (labels held after their last sighting, events rate-limited per label) is kept
+  in `labels.py`.
 
 The off-delay is handled here, not by the entity: motion "off" then means the same thing to the
 binary sensor, to `only_while_motion` object detection and to event clips (whose post-roll
@@ -22,11 +25,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
+import functools
 import logging
-import threading
 import time
 from typing import Any
 
@@ -38,18 +40,16 @@ from homeassistant.util import dt as dt_util
 from ..hub import StreamHub
 from ..source import redacted_repr
 from . import Box
-from .frames import DEFAULT_FPS, DEFAULT_WIDTH, DetectionFrame, FrameSource, JpegImage
-from .motion import MotionDetector, MotionOptions, MotionResult
+from .analysis import FrameAnalysis
+from .frames import DEFAULT_FPS, DEFAULT_WIDTH, DetectionFrame, JpegImage
+from .labels import LabelTracker
+from .motion import MotionOptions, MotionResult
 from .remote import ObjectDetection, RemoteDetector, RemoteOptions
 
 _LOGGER = logging.getLogger(__name__)
 
-# No frame for this long (camera lost): motion is ended through the normal off path.
-STALE_FRAME_SECONDS = 3.0
-STALE_KEYFRAMES_ONLY_SECONDS = 12.0
 # A frame older than this is not worth sending to the object detector.
 _MAX_OBJECT_FRAME_AGE = 5.0
-_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,20 +170,11 @@ class PipelineStats:
 
 
 @dataclass(slots=True)
-class _LabelState:
-    confidence: float
-    box: Box
-    off_timer: asyncio.TimerHandle | None = None
-
-
-@dataclass(slots=True)
 class _Workers:
     """The running parts of an enabled pipeline."""
 
     run: int
-    frames: FrameSource
-    stop: threading.Event
-    thread: threading.Thread
+    analysis: FrameAnalysis
     detect_task: asyncio.Task[None] | None = None
     analysed: int = 0  # frames whose results reached the event loop
 
@@ -218,8 +209,13 @@ class DetectionPipeline:
         self._motion = False
         self._motion_box: Box | None = None
         self._off_timer: asyncio.TimerHandle | None = None
-        self._labels: dict[str, _LabelState] = {}
-        self._last_event: dict[str, float] = {}
+        self._labels = LabelTracker(
+            hass.loop,
+            hold=options.object_off_delay,
+            event_interval=options.event_interval,
+            on_label=self._on_label,
+            on_event=self._on_object_event,
+        )
         self._newest: DetectionFrame | None = None
         self._frame_event = asyncio.Event()
 
@@ -266,7 +262,7 @@ class DetectionPipeline:
     @property
     def detected_labels(self) -> dict[str, tuple[float, Box]]:
         """Return the labels currently detected with their latest confidence and box."""
-        return {label: (s.confidence, s.box) for label, s in self._labels.items()}
+        return self._labels.detected
 
     @property
     def server_down(self) -> bool:
@@ -290,7 +286,7 @@ class DetectionPipeline:
     def stats(self) -> PipelineStats:
         """Return counters for diagnostics."""
         workers = self._workers
-        frames = workers.frames.stats() if workers is not None else None
+        frames = workers.analysis.frames.stats() if workers is not None else None
         remote = self._remote
         return PipelineStats(
             enabled=self._enabled,
@@ -313,8 +309,7 @@ class DetectionPipeline:
         workers = self._workers
         if workers is None:
             return []
-        ids = [workers.frames.stats().thread_id, workers.thread.native_id]
-        return [i for i in ids if i is not None]
+        return workers.analysis.thread_ids()
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -341,7 +336,7 @@ class DetectionPipeline:
         self._cancel_timers()
         # Silently: listeners belong to entities that are going away with us.
         self._motion = False
-        self._labels.clear()
+        self._labels.forget()
         if self._remote is not None:
             self._remote.async_shutdown()
             self._remote = None
@@ -362,25 +357,22 @@ class DetectionPipeline:
     def _start_workers(self) -> None:
         self._run += 1
         run = self._run
-        frames = FrameSource(
+        analysis = FrameAnalysis(
+            self._hass.loop,
             self._hub,
             name=self.name,
             fps=self.options.fps,
             width=self.options.frame_width,
             keyframes_only=self.options.keyframes_only,
+            motion_options=self.options.motion_options(),
+            detect_motion=self.options.motion,
+            on_frame=functools.partial(self._on_frame, run),
+            on_stale=functools.partial(self._on_stale, run),
         )
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=self._analyse,
-            args=(run, frames, stop),
-            name=f"lightnvr-detect-{self.name}",
-            daemon=True,
-        )
-        workers = _Workers(run=run, frames=frames, stop=stop, thread=thread)
+        workers = _Workers(run=run, analysis=analysis)
         self._workers = workers
         self._newest = None
-        frames.start()
-        thread.start()
+        analysis.start()
         if self._remote is not None:
             workers.detect_task = self._hass.async_create_background_task(
                 self._object_loop(run), f"lightnvr detection objects {self.name}"
@@ -391,71 +383,25 @@ class DetectionPipeline:
         if workers is None:
             return
         self._run += 1  # results still in flight from the old run are ignored
-        workers.stop.set()
+        workers.analysis.signal_stop()
         if workers.detect_task is not None:
             workers.detect_task.cancel()
             # gather: the task's own CancelledError is collected, ours (if any) still propagates.
             await asyncio.gather(workers.detect_task, return_exceptions=True)
-        await self._hass.async_add_executor_job(_join_workers, workers)
+        await self._hass.async_add_executor_job(workers.analysis.stop_and_join)
 
     def _cancel_timers(self) -> None:
         if self._off_timer is not None:
             self._off_timer.cancel()
             self._off_timer = None
-        for state in self._labels.values():
-            if state.off_timer is not None:
-                state.off_timer.cancel()
-                state.off_timer = None
+        self._labels.cancel_timers()
 
     def _clear_states(self) -> None:
         """Turn off whatever was on (detection was switched off)."""
         self._cancel_timers()
         if self._motion:
             self._set_motion_off()
-        for label in list(self._labels):
-            self._label_off(label)
-
-    # ----- analysis thread ----------------------------------------------------------------------
-
-    def _analyse(self, run: int, frames: FrameSource, stop: threading.Event) -> None:
-        detector = MotionDetector(self.options.motion_options())
-        use_motion = self.options.motion
-        seq = 0
-        generation: int | None = None
-        last_frame = time.monotonic()
-        stale = False
-        # Keyframes-only decoding delivers one frame per GOP, which can be several seconds.
-        stale_after = max(
-            STALE_FRAME_SECONDS,
-            3.0 / self.options.fps,
-            STALE_KEYFRAMES_ONLY_SECONDS if self.options.keyframes_only else 0.0,
-        )
-        while not stop.is_set():
-            frame = frames.wait_frame(seq, _WAIT_SECONDS)
-            if frame is None:
-                if not stale and time.monotonic() - last_frame > stale_after:
-                    stale = True
-                    detector.reset()
-                    self._post(self._on_stale, run)
-                continue
-            seq = frame.seq
-            last_frame = time.monotonic()
-            stale = False
-            if frame.generation != generation:
-                generation = frame.generation
-                detector.reset()  # a new connection: the old background means nothing
-            result: MotionResult | None = None
-            if use_motion:
-                try:
-                    result = detector.process(frame.gray, frame.time)
-                except Exception:
-                    _LOGGER.exception("Motion detection failed for %s", self.name)
-                    detector.reset()
-            self._post(self._on_frame, run, frame, result)
-
-    def _post(self, func: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening
-            self._hass.loop.call_soon_threadsafe(func, *args)
+        self._labels.all_off()
 
     # ----- event loop: motion -------------------------------------------------------------------
 
@@ -554,62 +500,41 @@ class DetectionPipeline:
                 continue
             detections = await remote.async_detect(jpeg.data, jpeg.width, jpeg.height)
             if detections is not None and run == self._run:
-                self._on_detections(frame, jpeg, detections)
+                self._labels.on_detections(frame, jpeg, detections)
 
     def _wants_objects(self) -> bool:
         if not self._enabled:
             return False
         return self._motion or not (self.options.only_while_motion and self.options.motion)
 
-    def _on_detections(
-        self, frame: DetectionFrame, jpeg: JpegImage, detections: list[ObjectDetection]
-    ) -> None:
-        now = dt_util.utcnow()
-        by_label: dict[str, list[ObjectDetection]] = {}
-        for detection in detections:  # best first, as the client sorts them
-            by_label.setdefault(detection.label, []).append(detection)
-        for label, found in by_label.items():
-            best = found[0]
-            state = self._labels.get(label)
-            if state is None:
-                state = self._labels[label] = _LabelState(best.confidence, best.box)
-                _LOGGER.debug("%s: %s (%.2f)", self.name, label, best.confidence)
-                self._notify(
-                    self._label_listeners,
-                    LabelUpdate(self.camera_id, label, True, now, best.confidence, best.box),
-                )
-            else:
-                state.confidence, state.box = best.confidence, best.box
-            if state.off_timer is not None:
-                state.off_timer.cancel()
-            state.off_timer = self._hass.loop.call_later(
-                self.options.object_off_delay, self._label_off, label
-            )
-            mono = time.monotonic()
-            if mono - self._last_event.get(label, float("-inf")) >= self.options.event_interval:
-                self._last_event[label] = mono
-                event = ObjectEvent(
-                    camera_id=self.camera_id,
-                    label=label,
-                    confidence=best.confidence,
-                    box=best.box,
-                    time=now,
-                    frame_time=frame.time,
-                    snapshot=jpeg,
-                    detections=tuple(found),
-                )
-                self._notify(self._object_listeners, event)
+    def _on_label(self, label: str, when: datetime, best: ObjectDetection | None) -> None:
+        if best is None:
+            update = LabelUpdate(self.camera_id, label, False, when, None, None)
+        else:
+            _LOGGER.debug("%s: %s (%.2f)", self.name, label, best.confidence)
+            update = LabelUpdate(self.camera_id, label, True, when, best.confidence, best.box)
+        self._notify(self._label_listeners, update)
 
-    def _label_off(self, label: str) -> None:
-        state = self._labels.pop(label, None)
-        if state is None:
-            return
-        if state.off_timer is not None:
-            state.off_timer.cancel()
-        self._notify(
-            self._label_listeners,
-            LabelUpdate(self.camera_id, label, False, dt_util.utcnow(), None, None),
+    def _on_object_event(
+        self,
+        label: str,
+        found: tuple[ObjectDetection, ...],
+        when: datetime,
+        frame: DetectionFrame,
+        jpeg: JpegImage,
+    ) -> None:
+        best = found[0]
+        event = ObjectEvent(
+            camera_id=self.camera_id,
+            label=label,
+            confidence=best.confidence,
+            box=best.box,
+            time=when,
+            frame_time=frame.time,
+            snapshot=jpeg,
+            detections=found,
         )
+        self._notify(self._object_listeners, event)
 
     def _on_server_status(self, down: bool, detail: str | None) -> None:
         self._notify(self._state_listeners)
@@ -632,11 +557,3 @@ def _add[T](listeners: list[T], listener: T) -> CALLBACK_TYPE:
             listeners.remove(listener)
 
     return remove
-
-
-def _join_workers(workers: _Workers) -> None:
-    """Stop the decoder and join both threads (blocking)."""
-    workers.frames.stop()
-    workers.thread.join(_WAIT_SECONDS * 4)
-    if workers.thread.is_alive():
-        _LOGGER.warning("Detection thread %s did not stop in time", workers.thread.name)

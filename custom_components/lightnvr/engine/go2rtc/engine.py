@@ -9,7 +9,9 @@ restream, with the built-in engine's rules (`..viewers`).
 
 Two modes: **managed** (LightNVR runs the go2rtc binary with its own private config and restarts
 it when needed) and **external** (a go2rtc someone else runs, reached by URL; same checks, no
-restarts). The watchdog in health.py does the checking and healing.
+restarts). The watchdog in health.py does the checking and healing; the managed process itself
+(config file, pid file, start, stop) is kept by managed.py, and snapshots are taken by
+snapshots.py, so this module is left with the cameras, the viewers and the watchdog's view.
 """
 
 from __future__ import annotations
@@ -35,19 +37,11 @@ from ...models import CameraConfig, ViewerLimits
 from ...reachability import camera_address
 from ...source import CameraSource, Redactor, url_secrets
 from ..base import StreamEngine
-from ..snapshot import SnapshotError, keyframe_to_jpeg, target_size
 from ..viewers import LocalViewers, plays_as_is
 from ..webrtc import offered_codecs
 from .binary import MIN_VERSION, BinaryCheck, parse_version_tuple
 from .client import Go2RtcApiError, Go2RtcClient, StreamStatus
-from .config import (
-    CONFIG_FILE,
-    Go2RtcConfig,
-    Go2RtcSettings,
-    UnsafeConfigValueError,
-    check_source,
-    write_config,
-)
+from .config import Go2RtcSettings, UnsafeConfigValueError, check_source
 from .health import (
     ISSUE_PORT_IN_USE,
     MODE_EXTERNAL,
@@ -57,15 +51,9 @@ from .health import (
     HealthTimings,
     report_port_in_use,
 )
-from .process import (
-    READY_TIMEOUT,
-    STOP_TIMEOUT,
-    Go2RtcPortInUseError,
-    Go2RtcProcess,
-    kill_stale_process,
-    remove_pid_file,
-    write_pid_file,
-)
+from .managed import ManagedGo2Rtc
+from .process import READY_TIMEOUT, STOP_TIMEOUT, Go2RtcPortInUseError
+from .snapshots import async_snapshot
 from .viewers import ForwardedViewers
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,7 +61,6 @@ _LOGGER = logging.getLogger(__name__)
 STREAM_PREFIX = "lightnvr_"
 # go2rtc is local: a hub that lost its restream may retry it often.
 RESTREAM_BACKOFF_MAX = 5.0
-SNAPSHOT_TIMEOUT = 8.0
 PROBE_PING_TIMEOUT = 2.0
 GO2RTC_RTSP_PORT = 8554
 
@@ -113,12 +100,8 @@ class Go2RtcEngine:
             raise ValueError(f"unknown go2rtc mode {mode!r}")
         self._hass = hass
         self.mode = mode
-        self._config_dir = config_dir
-        self._binary = binary
         self._settings = settings or Go2RtcSettings()
         self._timings = timings or HealthTimings()
-        self._ready_timeout = ready_timeout
-        self._stop_timeout = stop_timeout
         self._redact = Redactor()
         self._cameras: dict[str, CameraConfig] = {}
         self._names: dict[str, str] = {}
@@ -129,10 +112,16 @@ class Go2RtcEngine:
         self._local = LocalViewers(hass)
         self._limits = limits or ViewerLimits()
         self._listeners: list[Callable[[], None]] = []
-        self._config: Go2RtcConfig | None = None
         self._client: Go2RtcClient | None = None
-        self._process: Go2RtcProcess | None = None
-        self._previous_log: list[str] = []  # the last lines of a go2rtc that has died
+        self._managed = ManagedGo2Rtc(
+            hass,
+            config_dir=config_dir,
+            binary=binary,
+            settings=self._settings,
+            redact=self._redact,
+            ready_timeout=ready_timeout,
+            stop_timeout=stop_timeout,
+        )
         self._restart_lock = asyncio.Lock()
         self._unsub_stop: CALLBACK_TYPE | None = None
         # External mode: API base URL without userinfo, credentials apart, restream location.
@@ -179,7 +168,8 @@ class Go2RtcEngine:
     @property
     def process_pid(self) -> int | None:
         """Return the managed go2rtc's pid while it runs."""
-        return self._process.pid if self._process is not None else None
+        process = self._managed.process
+        return process.pid if process is not None else None
 
     @property
     def api_url(self) -> str:
@@ -207,16 +197,7 @@ class Go2RtcEngine:
             self._watchdog.async_start(reachable=reachable, detail=detail)
 
     async def _async_start_managed(self) -> None:
-        assert self._config_dir is not None
-        assert self._binary is not None
-        version = self._binary.version_tuple
-        await self._hass.async_add_executor_job(
-            _kill_stale, self._config_dir, self._config_dir / CONFIG_FILE
-        )
-        config = await self._hass.async_add_executor_job(
-            write_config, self._config_dir, self._settings, version, self._stream_sources()
-        )
-        self._config = config
+        config = await self._managed.async_write_first_config(self._stream_sources)
         self._redact.add(*config.secrets())
         self._rtsp_port = config.rtsp_port
         self._client = Go2RtcClient(
@@ -239,29 +220,7 @@ class Go2RtcEngine:
 
     async def _async_launch(self) -> None:
         """Start a new go2rtc process from the current config and register every stream."""
-        assert self._config is not None
-        assert self._binary is not None
-        assert self._binary.path is not None
-        process = Go2RtcProcess(
-            self._binary.path,
-            self._config.path,
-            ready_probe=self._async_ready_probe,
-            redact=self._redact,
-            ready_timeout=self._ready_timeout,
-            stop_timeout=self._stop_timeout,
-        )
-        self._process = process
-        try:
-            await process.async_start()
-        except BaseException:
-            self._process = None  # it stopped itself; nothing runs
-            # Keep what it printed: the repair issue shows why go2rtc keeps failing.
-            self._previous_log = process.log_tail() or self._previous_log
-            raise
-        if process.pid is not None:
-            await self._hass.async_add_executor_job(
-                write_pid_file, self._config.path.parent, process.pid
-            )
+        process = await self._managed.async_launch(self._async_ready_probe)
         try:
             await self._async_sync_streams()
         except Go2RtcApiError as err:
@@ -316,14 +275,7 @@ class Go2RtcEngine:
     async def _async_hass_stopping(self, _event: Event) -> None:
         self._unsub_stop = None
         await self._watchdog.async_stop()
-        await self._async_stop_process()
-
-    async def _async_stop_process(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            await process.async_stop()
-            if self._config is not None:
-                await self._hass.async_add_executor_job(remove_pid_file, self._config.path.parent)
+        await self._managed.async_stop()
 
     async def async_stop(self) -> None:
         """Stop the watchdog, viewers, hubs and (managed) go2rtc. Leaves nothing running."""
@@ -337,7 +289,7 @@ class Go2RtcEngine:
         self._hubs.clear()
         self._substreams.clear()
         await asyncio.gather(*(hub.async_stop() for hub in hubs))
-        await self._async_stop_process()
+        await self._managed.async_stop()
         await self._async_close_client()
         self._watchdog.update(healthy=False, pid=None)
 
@@ -371,11 +323,9 @@ class Go2RtcEngine:
         return True
 
     def _restream_source(self, name: str) -> CameraSource:
-        if self._config is not None:
+        if (config := self._managed.config) is not None:
             return CameraSource(
-                self._config.restream_url(name),
-                self._config.rtsp_username,
-                self._config.rtsp_password,
+                config.restream_url(name), config.rtsp_username, config.rtsp_password
             )
         return CameraSource(
             f"rtsp://{self._rtsp_host}:{self._rtsp_port}/{name}",
@@ -482,13 +432,15 @@ class Go2RtcEngine:
     @property
     def process_exited(self) -> asyncio.Event | None:
         """Return the managed process's exit event."""
-        return self._process.exited if self._process is not None else None
+        process = self._managed.process
+        return process.exited if process is not None else None
 
     def process_running(self) -> bool:
         """Return True while the managed process runs (always True in external mode)."""
         if self.mode == MODE_EXTERNAL:
             return True
-        return self._process is not None and self._process.running
+        process = self._managed.process
+        return process is not None and process.running
 
     async def async_check_api(self, time_limit: float) -> dict[str, StreamStatus]:
         """GET /api and GET /api/streams."""
@@ -513,24 +465,7 @@ class Go2RtcEngine:
     async def async_restart(self) -> None:
         """Restart the managed go2rtc with the same ports and register every stream."""
         async with self._restart_lock:
-            assert self._config_dir is not None
-            assert self._binary is not None
-            old = self._process
-            if old is not None:
-                old.dump_log()  # it failed: show what it said last
-                self._previous_log = old.log_tail() or self._previous_log
-                await old.async_stop()
-                if old.port_conflict is not None:  # it lost a listener after start-up
-                    report_port_in_use(self._hass, Go2RtcPortInUseError(*old.port_conflict))
-            self._process = None
-            self._config = await self._hass.async_add_executor_job(
-                _rewrite_config,
-                self._config_dir,
-                self._settings,
-                self._binary,
-                self._config,
-                self._stream_sources(),
-            )
+            await self._managed.async_replace_failed(self._stream_sources)
             await self._async_launch()
 
     async def async_probe_camera(self, name: str, time_limit: float) -> bool:
@@ -556,8 +491,7 @@ class Go2RtcEngine:
 
     def log_tail(self, count: int) -> list[str]:
         """Return the managed go2rtc's last log lines (redacted), or a dead one's."""
-        lines = self._process.log_tail(count) if self._process is not None else []
-        return lines or self._previous_log[-count:]
+        return self._managed.log_tail(count)
 
     # ----- live view --------------------------------------------------------------------------
 
@@ -635,55 +569,9 @@ class Go2RtcEngine:
         name = self._names.get(camera_id)
         if name is None:
             return None
-        hub = self._hubs.get(camera_id)
-        info = hub.info if hub is not None else None
-        if width or height:
-            # go2rtc scales with ffmpeg, upscaling too: never ask for more than the camera has
-            # (a huge size costs CPU and memory); the camera's size while it is not known.
-            size = target_size((info.width, info.height), width, height) if info else None
-            width, height = size if size is not None else (None, None)
-        if self._client is not None:
-            try:
-                jpeg = await self._client.async_frame(name, width, height, SNAPSHOT_TIMEOUT)
-            except Go2RtcApiError as err:
-                _LOGGER.debug("go2rtc snapshot of %s failed: %s", name, err)
-            else:
-                if jpeg:
-                    return jpeg
-        # frame.jpeg answers 200 with an empty body when go2rtc has no picture.
-        keyframe = hub.latest_keyframe() if hub is not None else None
-        if keyframe is None or info is None:
-            return None
-        try:
-            return await self._hass.async_add_executor_job(
-                keyframe_to_jpeg, info, keyframe, width, height
-            )
-        except SnapshotError as err:
-            _LOGGER.debug("Snapshot of %s failed: %s", name, err)
-            return None
-
-
-def _rewrite_config(
-    folder: Path,
-    settings: Go2RtcSettings,
-    binary: BinaryCheck,
-    previous: Go2RtcConfig | None,
-    streams: dict[str, str],
-) -> Go2RtcConfig:
-    """Config for a restart: same ports and credentials, current streams. Blocking."""
-    return write_config(
-        folder,
-        settings,
-        binary.version_tuple,
-        streams,
-        refresh_ports=previous is None,
-        previous=previous,
-    )
-
-
-def _kill_stale(folder: Path, config_path: Path) -> None:
-    if folder.is_dir():
-        kill_stale_process(folder, config_path)
+        return await async_snapshot(
+            self._hass, self._client, name, self._hubs.get(camera_id), width=width, height=height
+        )
 
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ and a media segment: LightNVR `live.m3u8` → init → newest segment, started c
 from the recorder's fragments; recording off: the in-memory muxer starts); HA `camera/stream`
 → master playlist → playlist → init → first segment (what the frontend does).
 
-Our parts: one per fragment — the recorder's are one GOP each (it cuts at every keyframe), the
-in-memory muxer's at most `live.LIVE_PART_SECONDS` (0.5 s). Parts are timed by polling like
-HA's (not by blocking reloads), so both sides are measured the same way.
+Our parts: one per fragment — the recorder and the in-memory muxer both cut one at every
+keyframe and after `live.LIVE_PART_SECONDS` (0.5 s). Parts are timed by polling like HA's (not
+by blocking reloads), so both sides are measured the same way.
 
 HA's stream component runs with its default settings (LL-HLS: 6 s segments, 1 s parts) and,
 in a second run, with `ll_hls: false` (2 s segments).

@@ -28,7 +28,7 @@ from av.bitstream import BitStreamFilterContext
 import pytest
 
 from custom_components.lightnvr.hub import MediaPacket, StreamHub, StreamInfo, ThreadPacketQueue
-from custom_components.lightnvr.media.bmff import iter_boxes
+from custom_components.lightnvr.media.bmff import iter_boxes, traf_fields
 from custom_components.lightnvr.media.params import parameter_sets_from_keyframe
 from custom_components.lightnvr.recorder import (
     segment_writer as segment_writer_module,
@@ -366,6 +366,9 @@ async def test_records_rtsp_into_keyframe_cut_segments(
         assert [box[0] for box in pairs] == [b"moof", b"mdat"] * len(fragments)
         assert fragments[0].keyframe
         assert sum(f.keyframe for f in fragments) == round(segment.duration / GOP_SECONDS)
+        # Every file's decode time starts at 0, although the fragments came from one container.
+        first_moof = pairs[0]
+        assert [f.value for f in traf_fields(data, first_moof[2], first_moof[3], 0)] == [0]
         for fragment, moof, mdat in zip(fragments, pairs[::2], pairs[1::2], strict=True):
             assert 0 < fragment.duration <= 0.5 + 0.04  # a frame past the cut at most
             assert len(fragment.data) == mdat[3] - moof[1]

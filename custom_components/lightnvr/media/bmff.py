@@ -1,10 +1,11 @@
 """ISO BMFF (MP4) boxes: the integration's one box walker, and tfdt patching.
 
-Everything that reads MP4 structure goes through here: the recorder following what its muxer
-writes (`FragmentFollower`), crash recovery and the VOD index walking files on disk
-(`iter_file_boxes`), live HLS cutting an in-memory buffer (`iter_boxes`), and playlists that
-move fragments onto another timeline (`retime_fragments`, `patch_tfdt`). Only what FFmpeg's
-fragmented-MP4 muxer writes is understood; anything cut short ends a walk instead of raising.
+Everything that reads MP4 structure goes through here: the camera muxer cutting its in-memory
+output into fragments (`iter_boxes`, `parse_moof`), crash recovery and the VOD index walking
+files on disk (`iter_file_boxes`), and whatever moves fragments onto another timeline
+(`retime_fragments`, `patch_tfdt`: a recording file starting at 0, live HLS on the wall
+clock). Only what FFmpeg's fragmented-MP4 muxer writes is understood; anything cut short ends
+a walk instead of raising.
 """
 
 from __future__ import annotations
@@ -134,72 +135,6 @@ def iter_file_boxes(file: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int
             return
         yield bytes(kind), offset, head, box_size
         offset += box_size
-
-
-class FragmentFollower:
-    """Follows an fMP4 byte stream as it is written: init length and complete fragments.
-
-    Fed every chunk the muxer writes (any sizes, boxes split anywhere); reports the end of the
-    init section (`ftyp`+`moov`) and each complete `moof`+`mdat` pair as (offset, length, moof
-    body), without keeping the media data.
-    """
-
-    def __init__(self) -> None:
-        """Start at offset 0."""
-        self.position = 0
-        self.init_length = 0
-        self.fragments: list[tuple[int, int, bytes]] = []  # (offset, length, moof body)
-        self._header = b""
-        self._remaining = 0  # body bytes of the current box still to come
-        self._box_type = b""
-        self._box_start = 0
-        self._moof: tuple[int, bytearray] | None = None
-        self._collect: bytearray | None = None
-
-    def feed(self, data: bytes) -> None:
-        """Take the next bytes of the stream."""
-        pos = 0
-        size = len(data)
-        while pos < size:
-            if self._remaining:
-                take = min(self._remaining, size - pos)
-                if self._collect is not None:
-                    self._collect += data[pos : pos + take]
-                pos += take
-                self.position += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._box_done()
-                continue
-            need = 16 if self._header[:4] == b"\x00\x00\x00\x01" else 8
-            take = min(need - len(self._header), size - pos)
-            self._header += data[pos : pos + take]
-            pos += take
-            self.position += take
-            if len(self._header) < 8 or (
-                self._header[:4] == b"\x00\x00\x00\x01" and len(self._header) < 16
-            ):
-                continue
-            box_size, self._box_type = struct.unpack(">I4s", self._header[:8])
-            if box_size == 1:
-                box_size = struct.unpack(">Q", self._header[8:16])[0]
-            self._box_start = self.position - len(self._header)
-            self._remaining = max(0, box_size - len(self._header))
-            self._header = b""
-            self._collect = bytearray() if self._box_type == b"moof" else None
-            if not self._remaining:
-                self._box_done()
-
-    def _box_done(self) -> None:
-        if self._box_type == b"moov":
-            self.init_length = self.position
-        elif self._box_type == b"moof" and self._collect is not None:
-            self._moof = (self._box_start, self._collect)
-        elif self._box_type == b"mdat" and self._moof is not None:
-            offset, body = self._moof
-            self.fragments.append((offset, self.position - offset, bytes(body)))
-            self._moof = None
-        self._collect = None
 
 
 # ----- tracks and timing ------------------------------------------------------------------------

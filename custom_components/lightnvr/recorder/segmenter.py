@@ -222,7 +222,8 @@ class Segmenter(PacketConsumer):
         return SegmenterState(
             camera_id=self.camera_id,
             enabled=self._enabled,
-            recording=writer is not None,
+            # From the first keyframe muxed: its file opens when that fragment is complete.
+            recording=writer is not None or (self._muxer.is_open and not self._blocked()),
             paused=self._enabled and reason is not None,
             pause_reason=reason if self._enabled else None,
             current_path=writer.path if writer is not None else None,

@@ -49,7 +49,7 @@ from homeassistant.core import HomeAssistant
 import psutil
 import pytest
 
-from custom_components.lightnvr.hls.live_types import chunk_from_fragment
+from custom_components.lightnvr.hls.live_types import LiveSource, chunk_from_fragment
 from custom_components.lightnvr.hub import StreamHub
 from custom_components.lightnvr.models import CameraConfig, HubOptions
 from custom_components.lightnvr.recorder import RecorderManager, Segment
@@ -198,7 +198,7 @@ for packet in source.demux(video):
 
 def _serve_live(info: FragmentInfo) -> None:
     """Live HLS's share of a recorder fragment: listed, and its bytes served once."""
-    chunk_from_fragment(info).wall_clock_bytes()
+    chunk_from_fragment(info.fragment, LiveSource.RECORDER).wall_clock_bytes()
 
 
 def _record(url: str, folder: str, everything: bool) -> None:

@@ -36,7 +36,7 @@ cut one at every keyframe and after `LIVE_PART_SECONDS` (the recorder's fragment
 a segment is closed on the keyframe part that follows it.
 
 Threads: the muxer thread and the recorder thread only hand finished chunks to the event loop
-(`call_soon_threadsafe`); every window, init and timer is owned by the loop. Recorder fragments
+(`call_soon_threadsafe`); every window, init and timer is owned by the loop. Fragments
 are moved onto the shared timeline when first served (`live_io`, in the executor).
 """
 
@@ -285,7 +285,7 @@ class LiveCamera:
         while self.recent and newest - self.recent[0].start > RECENT_FRAGMENT_SECONDS:
             self.recent.popleft()
         if self.source is LiveSource.RECORDER:
-            self._add_chunk(chunk_from_fragment(info))
+            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
         elif self.source is LiveSource.MEMORY and info.keyframe:
             # The recorder writes (again): its fragments are already on disk, use them.
             _LOGGER.debug("Live HLS of %s: the recorder takes over", self.camera_id)
@@ -293,7 +293,7 @@ class LiveCamera:
             self._close_pending()
             self.source = LiveSource.RECORDER
             self._discontinuity = True
-            self._add_chunk(chunk_from_fragment(info))
+            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
 
     @callback
     def on_recorder_state(self) -> None:
@@ -336,7 +336,7 @@ class LiveCamera:
             first += 1
         self._fast_start = False
         for info in recent[first:]:
-            self._add_chunk(chunk_from_fragment(info))
+            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
         self._close_pending()  # list the newest fragments now rather than at the next one
 
     def _start_memory(self) -> None:

@@ -1,8 +1,8 @@
 """Live HLS bytes: init sections, segments and parts, all from memory.
 
-The in-memory muxer's chunks are already on the shared wall-clock timeline; the recorder's are
-the fragments it just wrote, moved onto that timeline when first served (in the executor for
-a whole segment, which is then kept).
+Chunks are the camera muxer's fragments (the recorder's or the in-memory muxer's), moved onto
+the shared wall-clock timeline when first served, in the executor (a whole segment's bytes
+are then kept).
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ async def async_segment_bytes(hass: HomeAssistant, segment: LiveSegment) -> byte
 
 
 async def async_part_bytes(hass: HomeAssistant, chunk: LiveChunk, init: LiveInit) -> bytes | None:
-    """Return a part's bytes on the shared timeline.
+    """Return a part's bytes on the shared timeline (retimed in the executor).
 
-    A recorder part is retimed again for every request: parts are small (one fragment) and
-    only the few newest are asked for, so they are not worth keeping next to their segment.
+    A part is retimed again for every request: parts are small (one fragment) and only the
+    few newest are asked for, so they are not worth keeping next to their segment.
     """
-    return chunk.wall_clock_bytes()
+    if chunk.data is not None:
+        return chunk.data
+    return await hass.async_add_executor_job(chunk.wall_clock_bytes)

@@ -15,7 +15,7 @@ import logging
 from ..hub import MediaPacket
 from ..media.consumer import PacketConsumer, PacketSource
 from ..media.muxer import CameraMuxer, Fragment
-from .live_types import LIVE_TARGET_SECONDS, LiveChunk, LiveSource
+from .live_types import LIVE_TARGET_SECONDS, LiveChunk, LiveSource, chunk_from_fragment
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,17 +79,7 @@ class MemoryMuxer(PacketConsumer):
         self._muxer.handle(packet)
 
     def _on_fragment(self, fragment: Fragment) -> None:
-        init = fragment.init
-        chunk = LiveChunk(
-            source=LiveSource.MEMORY,
-            init_key=init,
-            zero=init.zero,
-            start=fragment.start,
-            duration=fragment.duration,
-            keyframe=fragment.keyframe,
-            init_data=init.data,
-            data=fragment.on_wall_clock(),
-        )
+        chunk = chunk_from_fragment(fragment, LiveSource.MEMORY, on_wall_clock=True)
         self.chunks += 1
         try:
             self._on_chunk(chunk)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..media.muxer import Fragment
-from ..recorder.segment_writer import FragmentInfo
 
 LIVE_TARGET_SECONDS = 2.0
 
@@ -33,8 +32,8 @@ class LiveChunk:
     duration: float
     keyframe: bool
     init_data: bytes  # the init section
-    data: bytes | None = None  # memory: the bytes, already on the shared timeline
-    fragment: Fragment | None = None  # recorder: moved onto the shared timeline when served
+    data: bytes | None = None  # bytes already on the shared timeline, if given
+    fragment: Fragment | None = None  # else: moved onto the shared timeline when served
 
     def wall_clock_bytes(self) -> bytes:
         """Return the chunk's bytes on the shared timeline."""
@@ -96,16 +95,22 @@ class LiveWindow:
     part_target: float = 0.0  # EXT-X-PART-INF: the longest part so far, never lowered
 
 
-def chunk_from_fragment(info: FragmentInfo) -> LiveChunk:
-    """Describe a recorder fragment as a live chunk."""
-    fragment = info.fragment
+def chunk_from_fragment(
+    fragment: Fragment, source: LiveSource, *, on_wall_clock: bool = False
+) -> LiveChunk:
+    """Describe a camera muxer's fragment as a live chunk.
+
+    Its bytes are moved onto the wall clock now (`on_wall_clock`, in the producer's thread) or
+    when first served.
+    """
     return LiveChunk(
-        source=LiveSource.RECORDER,
+        source=source,
         init_key=fragment.init,
         zero=fragment.init.zero,
         start=fragment.start,
         duration=fragment.duration,
         keyframe=fragment.keyframe,
         init_data=fragment.init.data,
+        data=fragment.on_wall_clock() if on_wall_clock else None,
         fragment=fragment,
     )

@@ -9,11 +9,11 @@ not when the frame arrived). Both read the same GStreamer mount, which sends eve
 same packets at the same time. Playlists are polled every 50 ms.
 
 Time to first playable segment — from the first request until a player has the init section
-and a media segment: LightNVR `live.m3u8` → init → newest segment, started cold (recording on:
-from the recorder's fragments; recording off: the in-memory muxer starts); HA `camera/stream`
-→ master playlist → playlist → init → first segment (what the frontend does).
+and a media segment: LightNVR `live.m3u8` → init → newest segment, started cold (recording
+on: the camera's muxer already runs for the recorder; recording off: it may have to start);
+HA `camera/stream` → master playlist → playlist → init → first segment (what the frontend does).
 
-Our parts: one per fragment — the recorder and the in-memory muxer both cut one at every
+Our parts: one per fragment of the camera's one muxer (shared with the recorder), cut at every
 keyframe and after `live.LIVE_PART_SECONDS` (0.5 s). Parts are timed by polling like HA's (not
 by blocking reloads), so both sides are measured the same way.
 
@@ -383,14 +383,11 @@ async def bench_hls(  # noqa: PLR0917 - pytest passes fixtures by name
 
         # -- latency: ours (recording on, then off) next to HA's running stream -----------------
         ha_playlist, ha_base = await _ha_stream_urls(router, anonymous)
-        for name, recording, source in (
-            ("rec_on", True, LiveSource.RECORDER),
-            ("rec_off", False, LiveSource.MEMORY),
-        ):
+        for name, recording in (("rec_on", True), ("rec_off", False)):
             recorder.set_recording(camera_id, recording)
             await ours.get(our_live)
-            await _wait_source(registry, camera_id, source)
-            await asyncio.sleep(3)  # past the switch-over
+            await _wait_source(registry, camera_id, LiveSource.MUXER)
+            await asyncio.sleep(3)  # the recorder started or stopped
             ha_segments = results.setdefault("ha_segments", Listing("HA segments"))
             ha_parts = results.setdefault("ha_parts", Listing("HA parts"))
             await asyncio.gather(
@@ -427,9 +424,9 @@ async def bench_hls(  # noqa: PLR0917 - pytest passes fixtures by name
     print(f"| {'path':<52} | runs |   median |      p90 |      min |      max |")
     print(f"|{'-' * 54}|------|----------|----------|----------|----------|")
     print(f"| {'Latency: frame arrival → its segment listed':<52} |      |          |")
-    print(_row("LightNVR, recording on (recorder's fragments)", results["rec_on"].latencies))
+    print(_row("LightNVR, recording on (muxer shared with recorder)", results["rec_on"].latencies))
     print(_row("LightNVR, recording on: part (EXT-X-PART)", results["rec_on_parts"].latencies))
-    print(_row("LightNVR, recording off (in-memory muxer)", results["rec_off"].latencies))
+    print(_row("LightNVR, recording off (muxer for live HLS)", results["rec_off"].latencies))
     print(_row("LightNVR, recording off: part (EXT-X-PART)", results["rec_off_parts"].latencies))
     print(_row(f"{ha_name}: segment", results["ha_segments"].latencies))
     if ll_hls:

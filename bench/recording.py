@@ -2,11 +2,12 @@
 
 One run, one RTSP camera (1080p25 H.264, keyframe every second, ~4 Mbit/s):
 
-(a) CPU-seconds per minute, in steady state, of a process running one StreamHub + Segmenter
-    (60 s fragmented-MP4 segments) next to `ffmpeg -c copy -f segment` (60 s MP4 segments),
-    both reading the same stream at the same time; a bare PyAV demux → mux loop (the floor of
-    any PyAV recorder); and a process that also serves live HLS (from the recorder's own
-    fragments, muxed once) and writes an event clip at the same time (everything at once).
+(a) CPU-seconds per minute, in steady state, of a process running one StreamHub, the camera's
+    muxer and a Segmenter (60 s fragmented-MP4 segments) next to `ffmpeg -c copy -f segment`
+    (60 s MP4 segments), both reading the same stream at the same time; a bare PyAV demux →
+    mux loop (the floor of any PyAV recorder); and a process that also serves live HLS and
+    writes an event clip at the same time, all three sinks of the camera's one muxer
+    (everything at once).
     Start-up is excluded: CPU is sampled with psutil at the start and end of a window that
     opens after a warm-up.
 (b) Cameras recording at once inside Home Assistant (real hass, RecorderManager, one real
@@ -51,6 +52,7 @@ import pytest
 
 from custom_components.lightnvr.hls.live_types import LiveSource, chunk_from_fragment
 from custom_components.lightnvr.hub import StreamHub
+from custom_components.lightnvr.media.fragments import CameraFragments
 from custom_components.lightnvr.models import CameraConfig, HubOptions
 from custom_components.lightnvr.recorder import RecorderManager, Segment
 from custom_components.lightnvr.recorder.clips import ClipLayout, ClipRecorder
@@ -198,23 +200,26 @@ for packet in source.demux(video):
 
 def _serve_live(info: FragmentInfo) -> None:
     """Live HLS's share of a recorder fragment: listed, and its bytes served once."""
-    chunk_from_fragment(info.fragment, LiveSource.RECORDER).wall_clock_bytes()
+    chunk_from_fragment(info.fragment, LiveSource.MUXER).wall_clock_bytes()
 
 
 def _record(url: str, folder: str, everything: bool) -> None:
-    """The recorder process of (a): one hub + one segmenter, no Home Assistant.
+    """The recorder process of (a): one hub, the camera's muxer and the recorder, no HA.
 
-    With `everything`, live HLS also takes the recorder's fragments (each moved onto the wall
-    clock once, as one viewer's requests would) and an event clip runs for the whole window.
+    As the integration runs them: the camera's one muxer (`CameraFragments`) with the recorder
+    as its sink. With `everything`, live HLS also takes the fragments (each moved onto the wall
+    clock once, as one viewer's requests would) and an event clip, a second sink of the same
+    muxer, runs for the whole window.
     """
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         hub = StreamHub("bench", CameraSource(url), loop)
         hub.start()
+        fragments = CameraFragments("bench", hub)
         segmenter = Segmenter(
             "bench",
-            hub,
+            fragments,
             StorageLayout(Path(folder), UTC),
             segment_seconds=60,
             on_fragment=_serve_live if everything else None,
@@ -222,22 +227,25 @@ def _record(url: str, folder: str, everything: bool) -> None:
         segmenter.start()
         others: list[Any] = []
         if everything:
-            clips = ClipRecorder("bench", hub, ClipLayout(Path(folder), UTC), loop, pre_roll=0)
+            layout = ClipLayout(Path(folder), UTC)
+            clips = ClipRecorder("bench", fragments, layout, loop, pre_roll=0)
             clips.start()
             clips.save(3000.0, 0.0)
             others = [clips]
+        fragments.start()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         await asyncio.sleep(1)
         ids = {
             "hub": next(t.native_id for t in threading.enumerate() if t.name.endswith("-bench")),
-            "recorder": next(t.native_id for t in threading.enumerate() if "-rec-" in t.name),
+            "recorder": next(t.native_id for t in threading.enumerate() if "-mux-" in t.name),
         }
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "threads.json").write_text(json.dumps(ids))
         await stop.wait()
         for other in others:
             await loop.run_in_executor(None, other.stop)
+        await loop.run_in_executor(None, fragments.stop)
         await loop.run_in_executor(None, segmenter.stop)
         await hub.async_stop()
 
@@ -450,7 +458,7 @@ async def bench_recording(hass: HomeAssistant, camera_1080p: RtspServer) -> None
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 14}|{'-' * 5}|")
     print(line("CPU-s/min, LightNVR hub + recorder process", "", f"{cpu['ours']:.2f}"))
     print(line("  of which the hub thread (RTSP demux)", "", f"{cpu['hub_thread']:.2f}"))
-    print(line("  of which the recorder thread (mux, write)", "", f"{cpu['recorder_thread']:.2f}"))
+    print(line("  of which the muxer thread (mux, write)", "", f"{cpu['recorder_thread']:.2f}"))
     print(line("CPU-s/min, ffmpeg -c copy -f segment", "", f"{cpu['ffmpeg']:.2f}"))
     print(line("CPU-s/min, bare PyAV demux+mux loop", "", f"{cpu['pyav']:.2f}"))
     print(
@@ -463,7 +471,7 @@ async def bench_recording(hass: HomeAssistant, camera_1080p: RtspServer) -> None
     )
     print(
         line(
-            "    recorder thread alone / ffmpeg",
+            "    muxer thread alone / ffmpeg",
             "",
             f"{cpu['recorder_thread'] / cpu['ffmpeg']:.2f}x",
         )

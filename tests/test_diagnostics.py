@@ -36,6 +36,8 @@ async def test_diagnostics_are_redacted(
     await hass.async_block_till_done()
     hub = setup_camera.runtime_data.engine.hub(next(iter(setup_camera.subentries)))
     await rtsp_camera.async_wait_for(lambda: hub.stats().packets > 10)
+    fragments = setup_camera.runtime_data.fragments[subentry.subentry_id]
+    await rtsp_camera.async_wait_for(lambda: fragments.stats().fragments > 0)
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, setup_camera)
     text = json.dumps(diagnostics)
@@ -56,6 +58,10 @@ async def test_diagnostics_are_redacted(
     assert camera["stream"]["packets"] > 10
     assert diagnostics["engine"] == {"name": "embedded", "configured": "embedded"}
     assert camera["recording"]["enabled"] is True
+    # One muxer per camera, shared by the recorder (on), event clips and live HLS.
+    assert camera["muxer"]["consumers"] >= 1
+    assert camera["muxer"]["muxing"] is True
+    assert camera["muxer"]["dropped_packets"] == 0
     assert diagnostics["storage"]["segments"] >= 0
 
 

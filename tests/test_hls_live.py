@@ -29,18 +29,18 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.lightnvr.hls import live as live_module, live_playlist_path
 from custom_components.lightnvr.hls.live import LIVE_IDLE_TIMEOUT, LIVE_WINDOW_SEGMENTS, LiveCamera
-from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
+from custom_components.lightnvr.hls.live_sink import LiveSink
 from custom_components.lightnvr.hls.live_types import LiveChunk, LiveSource
 from custom_components.lightnvr.hub import HubState, MediaPacket, StreamInfo, ThreadPacketQueue
 from custom_components.lightnvr.media.muxer import Fragment, MuxerInit
-from custom_components.lightnvr.recorder.segment_writer import FragmentInfo
 
+from .fragment_helpers import live_chunks, start_collecting
 from .infra.media import ffmpeg_binary
 from .infra.rtsp import RtspServer
 from .test_hls_views import (  # noqa: F401 - pytest finds the fixture by name
     camera_id_of,
+    camera_muxer_threads,
     hls_entry_fixture,
-    live_muxer_threads,
     map_uris,
     part_uris,
     playlist_uris,
@@ -101,15 +101,22 @@ def _rising(times: list[float]) -> bool:
     return all(later > earlier for earlier, later in itertools.pairwise(times))
 
 
-async def test_live_from_the_recorders_fragments(
+def live_sinks(entry: MockConfigEntry, camera_id: str) -> list[LiveSink]:
+    """Return the live HLS sinks attached to a camera's muxer."""
+    fragments = entry.runtime_data.fragments[camera_id]
+    return [sink for sink in fragments._sinks if isinstance(sink, LiveSink)]
+
+
+async def test_live_from_the_cameras_one_muxer(
     hass: HomeAssistant,
     hls_entry: MockConfigEntry,
     hass_client_no_auth: ClientSessionGenerator,
     hass_access_token: str,
 ) -> None:
-    """Recording on: the playlist lists byte ranges of the recordings; PyAV plays it."""
+    """Recording on: live HLS lists the fragments the recorder writes; PyAV plays it."""
     camera_id = camera_id_of(hls_entry)
     await wait_segments(hls_entry, 1)  # the recorder writes
+    fragments = hls_entry.runtime_data.fragments[camera_id]
     client = await hass_client_no_auth()
     url, absolute = await _live_url(hass, client, hass_access_token, camera_id)
 
@@ -120,20 +127,28 @@ async def test_live_from_the_recorders_fragments(
     assert "#EXT-X-PROGRAM-DATE-TIME:" in first
     assert "#EXT-X-ENDLIST" not in first
     assert "#EXT-X-PART:" in first  # LL-HLS parts: a player without LL-HLS skips them
-    # Several segments at once: the recorder's newest fragments were already on disk.
+    # Several segments at once: the muxer's newest fragments were kept in memory.
     assert len(playlist_uris(first)) >= 2
-    assert not live_muxer_threads()  # no second muxer: the recorder's bytes are served
+    # One muxer for the camera, shared by the recorder and live HLS.
+    assert len(camera_muxer_threads()) == 1
+    assert len(live_sinks(hls_entry, camera_id)) == 1
+    muxed_before = fragments.fragments
 
     player = Player(absolute)
-    # 5 s of video: crosses at least one 3 s recording file (a new init section).
+    # 5 s of video: crosses at least one 3 s recording file.
     await hass.async_add_executor_job(player.play, 125)
     assert player.error is None, player.error
     assert player.frames == 125
     assert player.size == (640, 360)
     assert _rising(player.times)  # one timeline across the recording files
-    assert not live_muxer_threads()
     later = await (await client.get(url)).text()
-    assert "#EXT-X-DISCONTINUITY" in later  # a new file (init section) is marked
+    # A new recording file is no break for live HLS: one init section per camera connection.
+    assert "#EXT-X-DISCONTINUITY" not in later.splitlines()
+    assert len(set(map_uris(later))) == 1
+    # Each fragment was muxed once: the live sink got exactly what the muxer made.
+    sink = live_sinks(hls_entry, camera_id)[0]
+    assert fragments.fragments > muxed_before
+    assert sink.fragments == pytest.approx(fragments.fragments - muxed_before, abs=2)
 
 
 async def test_live_without_recording(
@@ -142,7 +157,7 @@ async def test_live_without_recording(
     hass_client_no_auth: ClientSessionGenerator,
     hass_access_token: str,
 ) -> None:
-    """Recording off: an in-memory muxer serves live, nothing is written, idle stops it."""
+    """Recording off: the camera's muxer serves live, nothing is written, idle lets go."""
     camera_id = camera_id_of(hls_entry)
     recorder = hls_entry.runtime_data.recorder
     recorder.set_recording(camera_id, False)
@@ -157,7 +172,8 @@ async def test_live_without_recording(
     assert response.status == 200  # the first request waited for the first segment
     text = await response.text()
     assert playlist_uris(text)
-    assert len(live_muxer_threads()) == 1
+    assert len(live_sinks(hls_entry, camera_id)) == 1
+    assert len(camera_muxer_threads()) == 1
 
     player = Player(absolute)
     await hass.async_add_executor_job(player.play, 75)
@@ -172,13 +188,14 @@ async def test_live_without_recording(
     assert (await part.read())[4:8] == b"moof"
     assert sorted(recorder.layout.root.rglob("*.mp4*")) == files_before  # no disk used
 
-    # Nobody asks for a while: the muxer stops; the next request starts it again.
+    # Nobody asks for a while: live HLS lets go of the muxer; the next request attaches again.
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=LIVE_IDLE_TIMEOUT + 1))
     await hass.async_block_till_done()
-    await _wait_until(lambda: not live_muxer_threads())
+    assert not live_sinks(hls_entry, camera_id)
+    assert hls_entry.runtime_data.hls.live.source(camera_id) is None
     again = await client.get(url)
     assert again.status == 200
-    assert len(live_muxer_threads()) == 1
+    assert len(live_sinks(hls_entry, camera_id)) == 1
 
 
 async def test_live_goes_on_while_recording_is_switched(
@@ -187,37 +204,38 @@ async def test_live_goes_on_while_recording_is_switched(
     hass_client_no_auth: ClientSessionGenerator,
     hass_access_token: str,
 ) -> None:
-    """A player keeps playing while recording goes off (memory) and on again (recorder)."""
+    """A player keeps playing, on one timeline, while recording goes off and on again."""
     camera_id = camera_id_of(hls_entry)
     recorder = hls_entry.runtime_data.recorder
     await wait_segments(hls_entry, 1)
     client = await hass_client_no_auth()
     url, absolute = await _live_url(hass, client, hass_access_token, camera_id)
     assert (await client.get(url)).status == 200
-    assert not live_muxer_threads()
 
     player = Player(absolute)
     playing = hass.async_add_executor_job(player.play, 100_000)
     try:
         await _wait_until(lambda: player.frames >= 25 or player.error is not None)
         recorder.set_recording(camera_id, False)
-        await _wait_until(lambda: len(live_muxer_threads()) == 1)  # memory takes over
+        await _wait_until(lambda: not recorder.camera_state(camera_id).recording)
         switched_off = player.frames
         await _wait_until(lambda: player.frames >= switched_off + 75 or player.error is not None)
         recorder.set_recording(camera_id, True)
-        await _wait_until(lambda: not live_muxer_threads())  # the recorder is back
+        await _wait_until(lambda: recorder.camera_state(camera_id).recording)
         switched_on = player.frames
         await _wait_until(lambda: player.frames >= switched_on + 75 or player.error is not None)
     finally:
         player.stop()
         await playing
     assert player.error is None, player.error
-    assert _rising(player.times)  # one timeline whatever the source
+    assert _rising(player.times)  # one timeline whatever the recorder does
     text = await (await client.get(url)).text()
-    assert "#EXT-X-DISCONTINUITY" in text
+    # The camera's one muxer goes on: the switches are no break for live HLS.
+    assert "#EXT-X-DISCONTINUITY" not in text.splitlines()
+    assert len(live_sinks(hls_entry, camera_id)) == 1
 
 
-# ----- the in-memory muxer on its own, with audio --------------------------------------------
+# ----- the camera muxer on its own, with audio --------------------------------------------
 
 
 class _FileSource:
@@ -299,18 +317,14 @@ def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_memory_muxer_carries_audio_on_the_wall_clock(av_clip: Path, tmp_path: Path) -> None:
+def test_live_chunks_carry_audio_on_the_wall_clock(av_clip: Path, tmp_path: Path) -> None:
     """Video and AAC audio are copied into fragments whose timestamps are epoch seconds."""
     source = _FileSource(av_clip)
-    chunks: list[LiveChunk] = []
-    ended = threading.Event()
-    muxer = MemoryMuxer("file", source, on_chunk=chunks.append, on_end=ended.set)
     started = time.time()
-    muxer.start()
-    assert ended.wait(30)
-    muxer.join()
-    assert len(chunks) >= 4  # one per GOP
-    assert all(chunk.keyframe for chunk in chunks)
+    chunks = live_chunks(*start_collecting("file", source), timeout=30)
+    assert len(chunks) >= 8  # 0.5 s parts
+    assert sum(chunk.keyframe for chunk in chunks) == 4  # one per GOP
+    assert chunks[0].keyframe
     assert abs(chunks[0].start - started) < 5
     assert sum(chunk.duration for chunk in chunks) == pytest.approx(4.0, abs=0.1)
     assert all(
@@ -363,20 +377,15 @@ async def test_live_answers_503_while_the_camera_sends_nothing(
 T0 = 1_750_000_000.0
 
 
-class _NoRecorder:
-    def camera_state(self, camera_id: str) -> None:
-        return None
-
-
 _INITS: dict[str, MuxerInit] = {}
 
 
 def _fragment(
     container: str, number: int, start: float, *, duration: float = 1.0, keyframe: bool = True
-) -> FragmentInfo:
-    """A recorder fragment of `container` (one init section per name: a camera connection)."""
+) -> Fragment:
+    """A camera muxer's fragment of `container` (one init section per name: a connection)."""
     init = _INITS.setdefault(container, MuxerInit(b"init " + container.encode(), T0, 1))
-    fragment = Fragment(
+    return Fragment(
         init=init,
         data=b"%d" % number,
         bases={},
@@ -386,27 +395,31 @@ def _fragment(
         keyframe=keyframe,
         arrived=None,
     )
-    return FragmentInfo(camera_id="cam", fragment=fragment)
 
 
-def _recording_window(hass: HomeAssistant) -> LiveCamera:
-    owner = SimpleNamespace(hass=hass, recorder=_NoRecorder())
+def _live_window(hass: HomeAssistant) -> LiveCamera:
+    owner = SimpleNamespace(hass=hass)
     camera = LiveCamera(owner, "cam")  # type: ignore[arg-type]
-    camera.source = LiveSource.RECORDER
+    camera.source = LiveSource.MUXER
+    camera._sink = LiveSink(hass.loop, camera._on_fragment)
     return camera
+
+
+def _feed(camera: LiveCamera, fragment: Fragment) -> None:
+    """Hand a fragment to the window as the camera's muxer does (on the loop)."""
+    assert camera._sink is not None
+    camera._on_fragment(camera._sink, fragment)
 
 
 def _parts(
     camera: LiveCamera, container: str, start: float, end: float, *, gop: float = 1.0
 ) -> None:
-    """Feed the recorder's 0.5 s parts from `start` to `end` (included), a keyframe every `gop`."""
+    """Feed the muxer's 0.5 s parts from `start` to `end` (included), a keyframe every `gop`."""
     at = start
     while at <= end + 1e-9:
         number = round((at - T0) * 2)
         keyframe = abs((at - T0) / gop - round((at - T0) / gop)) < 1e-9
-        camera.on_recorder_fragment(
-            _fragment(container, number, at, duration=0.5, keyframe=keyframe)
-        )
+        _feed(camera, _fragment(container, number, at, duration=0.5, keyframe=keyframe))
         at += 0.5
 
 
@@ -414,7 +427,7 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     hass: HomeAssistant,
 ) -> None:
     """0.5 s parts make 2 s segments cut on keyframes; a new connection is a discontinuity."""
-    camera = _recording_window(hass)
+    camera = _live_window(hass)
     _parts(camera, "a", T0, T0 + 4.5)
     window = camera.window()
     # A segment is closed by the keyframe part after 2 s, which starts the next one.
@@ -433,7 +446,7 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
 
     # A new connection: the 1 s left of the first one is listed, the new one is a break that
     # starts on a keyframe (the part before it is skipped).
-    camera.on_recorder_fragment(_fragment("b", 11, T0 + 5.5, duration=0.5, keyframe=False))
+    _feed(camera, _fragment("b", 11, T0 + 5.5, duration=0.5, keyframe=False))
     _parts(camera, "b", T0 + 6, T0 + 8)
     window = camera.window()
     assert [(s.sequence, s.duration, s.discontinuity) for s in window.segments] == [
@@ -448,7 +461,7 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
     # A part overlapping what is listed (another source's) does not start a segment twice.
     camera._close_pending()  # what a switch of source does
     listed = len(camera.window().segments)
-    camera.on_recorder_fragment(_fragment("b", 16, T0 + 8, duration=0.5))
+    _feed(camera, _fragment("b", 16, T0 + 8, duration=0.5))
     assert len(camera.window().segments) == listed
     partial = camera.window().partial
     assert partial is None or not partial.parts
@@ -465,7 +478,7 @@ async def test_live_window_cuts_two_second_segments_and_marks_breaks(
 
 async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
     """A 5 s GOP: segments are cut at 4 s anyway, those without a keyframe marked dependent."""
-    camera = _recording_window(hass)
+    camera = _live_window(hass)
     _parts(camera, "a", T0, T0 + 10, gop=5.0)
     window = camera.window()
     # 0-4 s, then its last second (closed by the keyframe at 5 s), 5-9 s, 9-10 s.
@@ -480,8 +493,8 @@ async def test_live_window_with_a_long_gop(hass: HomeAssistant) -> None:
 
 async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     """Every chunk is a part at once; a wait for a part ends when it is added, not before."""
-    camera = _recording_window(hass)
-    camera.on_recorder_fragment(_fragment("a", 0, T0, duration=0.5))
+    camera = _live_window(hass)
+    _feed(camera, _fragment("a", 0, T0, duration=0.5))
     window = camera.window()
     assert not window.segments  # the segment is not complete …
     assert window.partial is not None  # … but its first part is listed
@@ -494,7 +507,7 @@ async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     waiting = asyncio.create_task(camera.async_wait_until(lambda: camera.reached(0, 1), 5))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    camera.on_recorder_fragment(_fragment("a", 1, T0 + 0.5, duration=0.5, keyframe=False))
+    _feed(camera, _fragment("a", 1, T0 + 0.5, duration=0.5, keyframe=False))
     assert await asyncio.wait_for(waiting, 1)
     assert camera.segment(0) is None
     _parts(camera, "a", T0 + 1, T0 + 2)  # the keyframe part at 2 s closes the segment
@@ -520,15 +533,14 @@ async def test_live_window_parts_and_blocking(hass: HomeAssistant) -> None:
     assert not await camera.async_wait_until(lambda: camera.reached(5, 0), 0.05)
 
 
-async def test_live_window_sub_gop_parts_from_memory(hass: HomeAssistant) -> None:
+async def test_live_window_sub_gop_parts(hass: HomeAssistant) -> None:
     """The muxer's 0.5 s parts: segments still start on keyframes, each part is listed."""
-    camera = _recording_window(hass)
-    camera.source = LiveSource.MEMORY
+    camera = _live_window(hass)
     key = object()
     for number in range(6):  # GOP 1 s, split in two parts
         camera._add_chunk(
             LiveChunk(
-                LiveSource.MEMORY, key, T0, T0 + 0.5 * number, 0.5, number % 2 == 0, b"x", b"i"
+                LiveSource.MUXER, key, T0, T0 + 0.5 * number, 0.5, number % 2 == 0, b"x", b"i"
             )
         )
     window = camera.window()
@@ -539,6 +551,6 @@ async def test_live_window_sub_gop_parts_from_memory(hass: HomeAssistant) -> Non
     assert [part.keyframe for part in window.partial.parts] == [True, False]
     assert window.part_target == 0.5
     # A part shorter than the muxer's cut ends its GOP: the segment is listed with it.
-    camera._add_chunk(LiveChunk(LiveSource.MEMORY, key, T0, T0 + 3.0, 0.52, True, b"x", b"i"))
-    camera._add_chunk(LiveChunk(LiveSource.MEMORY, key, T0, T0 + 3.52, 0.48, False, b"x", b"i"))
+    camera._add_chunk(LiveChunk(LiveSource.MUXER, key, T0, T0 + 3.0, 0.52, True, b"x", b"i"))
+    camera._add_chunk(LiveChunk(LiveSource.MUXER, key, T0, T0 + 3.52, 0.48, False, b"x", b"i"))
     assert [s.duration for s in camera.window().segments] == [2.0, 2.0]

@@ -62,8 +62,7 @@ async def hls_entry_fixture(
         subentries_data=[camera_subentry("Porch", rtsp_camera.url("cam"))],
     )
     entry.add_to_hass(hass)
-    # Views first, as the integration's async_setup does: the HLS service then starts with
-    # the entry (and remembers the recorder's fragments from the start).
+    # Views first, as the integration's async_setup does.
     assert await async_setup_component(hass, "http", {})
     register_hls(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
@@ -71,7 +70,7 @@ async def hls_entry_fixture(
     yield entry
     await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
-    assert not live_muxer_threads()  # the unload stopped every live muxer
+    assert not camera_muxer_threads()  # the unload stopped every camera's muxer
 
 
 def camera_id_of(entry: MockConfigEntry) -> str:
@@ -79,9 +78,9 @@ def camera_id_of(entry: MockConfigEntry) -> str:
     return next(iter(entry.subentries))
 
 
-def live_muxer_threads() -> list[threading.Thread]:
-    """Return the running in-memory live muxers (one per camera watched without recording)."""
-    return [t for t in threading.enumerate() if t.name.startswith("lightnvr-hls-")]
+def camera_muxer_threads() -> list[threading.Thread]:
+    """Return the running camera muxers (one per camera, shared by recorder, clips and HLS)."""
+    return [t for t in threading.enumerate() if t.name.startswith("lightnvr-mux-")]
 
 
 async def refresh_token_id(hass: HomeAssistant, access_token: str) -> str:

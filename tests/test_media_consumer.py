@@ -187,8 +187,8 @@ async def test_stop_never_waits_on_a_lock_the_loop_takes(
             # The lock is held only to swap the queue: taking it is immediate whatever the
             # thread does (batch waits, waiting to resubscribe while paused).
             started = time.monotonic()
-            assert segmenter._queue_lock.acquire(timeout=1.0)
-            segmenter._queue_lock.release()
+            assert segmenter._fragments._queue_lock.acquire(timeout=1.0)
+            segmenter._fragments._queue_lock.release()
             lags.append(time.monotonic() - started)
 
         for _ in range(10):  # while recording: the thread sleeps between batches

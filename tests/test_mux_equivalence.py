@@ -23,11 +23,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
-from custom_components.lightnvr.hls.live_types import LiveChunk
 from custom_components.lightnvr.recorder.segmenter import Segmenter
 from custom_components.lightnvr.recorder.storage import Segment, StorageLayout
 
+from .fragment_helpers import live_chunks, start_collecting
 from .test_recorder_segmenter import FFPROBE, ClipFeed, clip_packets, make_av_clip, make_hevc_clip
 
 GOLDEN = Path(__file__).parent / "golden" / "mux_equivalence.json"
@@ -119,22 +118,15 @@ async def _record(feed: ClipFeed, packets: list[Any], folder: Path) -> Path:
 
 
 def _live(feed: ClipFeed, packets: list[Any], target: Path) -> Path:
-    """Live HLS's in-memory path: its init section and every fragment, as one file."""
-    chunks: list[LiveChunk] = []
-    ended = threading.Event()
-    muxer = MemoryMuxer("cam1", feed, on_chunk=chunks.append, on_end=ended.set)
-    muxer.start()
-    try:
-        for _ in range(600):
-            if feed.queues:
-                break
-            threading.Event().wait(0.02)
-        feed.put(packets)
-        feed.close()  # the camera's end: the muxer finishes its last fragment
-        assert ended.wait(60)
-    finally:
-        muxer.stop()
-        muxer.join()
+    """Live HLS's path: the camera muxer's init section and every fragment, as one file."""
+    fragments, sink = start_collecting("cam1", feed)
+    for _ in range(600):
+        if feed.queues:
+            break
+        threading.Event().wait(0.02)
+    feed.put(packets)
+    feed.close()  # the camera's end: the muxer finishes its last fragment
+    chunks = live_chunks(fragments, sink, timeout=60)
     assert chunks
     with target.open("wb") as file:
         file.write(chunks[0].init_data)

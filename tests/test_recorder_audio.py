@@ -13,7 +13,6 @@ from dataclasses import replace
 from fractions import Fraction
 import itertools
 from pathlib import Path
-import threading
 import time
 from typing import Any
 
@@ -23,13 +22,12 @@ import numpy as np
 import pytest
 
 from custom_components.lightnvr.compat import audio_channels, fraction
-from custom_components.lightnvr.hls.live_muxer import MemoryMuxer
-from custom_components.lightnvr.hls.live_types import LiveChunk
 from custom_components.lightnvr.hub import MediaPacket, StreamInfo, ThreadPacketQueue
-from custom_components.lightnvr.recorder.audio import AacAudio, AudioToAac, needs_aac
+from custom_components.lightnvr.media.aac import AacAudio, AudioToAac, needs_aac
 from custom_components.lightnvr.recorder.segmenter import Segmenter
 from custom_components.lightnvr.recorder.storage import StorageLayout
 
+from .fragment_helpers import live_chunks, start_collecting
 from .test_recorder_clips import ManagerFactory, make_manager  # noqa: F401
 from .test_recorder_segmenter import (
     TZ,
@@ -379,8 +377,8 @@ async def test_recording_of_a_g711_camera_has_aac_in_sync(
     assert dominant_hz(samples, rate) == pytest.approx(TONE_HZ, abs=5)
 
 
-def test_live_muxer_turns_g711_into_aac(media_cache: Path, tmp_path: Path) -> None:
-    """The in-memory live muxer (recording off) carries AAC for an A-law camera, in sync."""
+def test_live_chunks_of_g711_carry_aac(media_cache: Path, tmp_path: Path) -> None:
+    """Live HLS's fragments (recording off) carry AAC for an A-law camera, in sync."""
     info, packets = demux(make_av_g711(media_cache))
     queue = ThreadPacketQueue(100_000)
     for packet in packets:
@@ -400,12 +398,7 @@ def test_live_muxer_turns_g711_into_aac(media_cache: Path, tmp_path: Path) -> No
         def unsubscribe(self, queue: Any) -> None:
             queue.close()
 
-    chunks: list[LiveChunk] = []
-    ended = threading.Event()
-    muxer = MemoryMuxer("file", Source(), on_chunk=chunks.append, on_end=ended.set)
-    muxer.start()
-    assert ended.wait(30)
-    muxer.join()
+    chunks = live_chunks(*start_collecting("file", Source()), timeout=30)
     assert sum(chunk.duration for chunk in chunks) == pytest.approx(6.0, abs=0.1)
     assert chunks[0].init_data is not None
     out = tmp_path / "live.mp4"

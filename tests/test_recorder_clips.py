@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import shutil
 import subprocess
+import threading
 import time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +29,7 @@ import pytest
 
 from custom_components.lightnvr.detection import Box
 from custom_components.lightnvr.hub import MediaPacket, StreamHub, StreamInfo, ThreadPacketQueue
+from custom_components.lightnvr.media.fragments import CameraFragments
 from custom_components.lightnvr.recorder.clips import (
     EVENTS_DIR,
     MANUAL_LABEL,
@@ -41,9 +43,16 @@ from custom_components.lightnvr.recorder.clips import (
     sidecar_path,
     snapshot_path,
 )
-from custom_components.lightnvr.recorder.storage import PART_SUFFIX, UnsafePathError
+from custom_components.lightnvr.recorder.segmenter import Segmenter
+from custom_components.lightnvr.recorder.storage import (
+    PART_SUFFIX,
+    Segment,
+    StorageLayout,
+    UnsafePathError,
+)
 from custom_components.lightnvr.source import CameraSource
 
+from .fragment_helpers import CollectingSink
 from .infra.media import ffmpeg_binary
 from .infra.rtsp import RtspServer
 
@@ -53,6 +62,9 @@ GOP = 1.0  # the test camera sends a keyframe every second
 FRAME = 0.04  # 25 fps
 # Arrival times, media times and the wall clock agree to within this on a loaded 2-core machine.
 SLACK = 0.35
+# Clips take the camera muxer's whole fragments (cut at least this often): a clip ends at the
+# fragment boundary nearest to its end, within half of this.
+FRAGMENT = 0.5
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00test-snapshot\xff\xd9"
 
 type ManagerFactory = Callable[..., Awaitable[ClipManager]]
@@ -138,6 +150,20 @@ def fragment_offsets(path: Path) -> list[int]:
     return offsets
 
 
+def mdat_payloads(data: bytes) -> list[bytes]:
+    """Return the media data of each top-level `mdat` of an MP4 (what retiming never touches)."""
+    payloads: list[bytes] = []
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size < 8 or pos + size > len(data):
+            break
+        if data[pos + 4 : pos + 8] == b"mdat":
+            payloads.append(data[pos + 8 : pos + size])
+        pos += size
+    return payloads
+
+
 def annexb_nals(data: bytes) -> list[bytes]:
     """Split an Annex B access unit (what the hub publishes) into NAL units."""
     return [nal.rstrip(b"\x00") for nal in data.split(b"\x00\x00\x01") if nal.rstrip(b"\x00")]
@@ -216,13 +242,23 @@ class FeedSource:
     """A hub-like source fed from a real file: what a StreamHub would publish for it.
 
     The packets are all handed over at once, with arrival times spread over the file's
-    length and ending now, as if the camera had been streaming it until this moment.
+    length and ending now, as if the camera had been streaming it until this moment. The
+    camera then stays silent until `end()`, which closes the subscriptions as a stopping hub
+    does (the muxer then completes the fragment it was building).
     """
 
     name = "feed"
 
     def __init__(self, path: Path) -> None:
         self.info, self.packets = self._demux(path)
+        self._queues: list[ThreadPacketQueue] = []
+        self._ended = False
+
+    def end(self) -> None:
+        """Stop the feed: open subscriptions end, new ones get nothing."""
+        self._ended = True
+        for queue in self._queues:
+            queue.close()
 
     @staticmethod
     def _demux(path: Path) -> tuple[StreamInfo, list[MediaPacket]]:
@@ -267,8 +303,10 @@ class FeedSource:
         self, maxlen: int = 1024, *, from_keyframe: bool = True
     ) -> ThreadPacketQueue:
         queue = ThreadPacketQueue(len(self.packets) + 1)
-        for packet in self.packets:
-            queue.put(packet)
+        if not self._ended:
+            for packet in self.packets:
+                queue.put(packet)
+            self._queues.append(queue)
         return queue
 
     def unsubscribe(self, queue: ThreadPacketQueue) -> None:
@@ -419,12 +457,13 @@ async def test_event_clip_has_pre_roll_and_post_roll(
     assert pre + active + post - SLACK <= duration <= pre + active + post + GOP + SLACK
 
     # The camera's own packets: the clip's first picture was sent before the trigger, by at
-    # least the pre-roll; its last one about `post` seconds after the release.
+    # least the pre-roll; its last one about `post` seconds after the release (the clip ends
+    # at the fragment boundary nearest to that moment).
     pictures = clip_pictures(clip.path)
     first = log.arrival_of(pictures[0][1], near=trigger_mono - pre)
     assert trigger_mono - pre - GOP - SLACK <= first <= trigger_mono - pre + 0.01
     last = log.arrival_of(pictures[-1][1], near=release_mono + post)
-    assert release_mono + post - SLACK <= last <= release_mono + post + 0.01
+    assert release_mono + post - SLACK <= last <= release_mono + post + FRAGMENT / 2 + 0.01
 
     # Indexed, announced once, and over: a second release finds nothing to end.
     assert finished_clips == [clip]
@@ -677,6 +716,79 @@ async def test_hub_restart_ends_the_clip_and_buffering_resumes(
     check_video((await finished(again)).path)
 
 
+async def test_clips_and_recorder_share_one_muxer(
+    hass: HomeAssistant, camera_hub: StreamHub, tmp_path: Path
+) -> None:
+    """A clip recorder and a recorder on one CameraFragments: the camera is muxed once.
+
+    Both files are runs of the very fragments the one muxer made (their media data is the
+    same bytes), and the clip's pre-roll is fragments muxed before the trigger.
+    """
+    pre = 1.0
+    fragments = CameraFragments("cam1", camera_hub)
+    probe = CollectingSink()  # every fragment the muxer hands out
+    segments: list[Segment] = []
+    segmenter = Segmenter(
+        "cam1",
+        fragments,
+        StorageLayout(tmp_path / "recordings", TZ),
+        segment_seconds=3600,
+        on_segment=segments.append,
+    )
+    recorder = ClipRecorder(
+        "cam1",
+        fragments,
+        ClipLayout(tmp_path / "clips", TZ),
+        hass.loop,
+        pre_roll=pre,
+        post_roll=0.5,
+    )
+    fragments.add_sink(probe)
+    segmenter.start()
+    recorder.start()
+    fragments.start()
+    try:
+        await wait_until(lambda: recorder.buffered_seconds >= pre + 2 * GOP)
+        threads = {thread.name for thread in threading.enumerate()}
+        assert "lightnvr-mux-cam1" in threads
+        assert not threads & {"lightnvr-clips-cam1", "lightnvr-rec-cam1"}  # no muxer of their own
+        muxed_before = list(probe.fragments)
+        trigger_wall = time.time()
+        handle = recorder.trigger("person")
+        await asyncio.sleep(1.0)
+        assert recorder.release("person")
+        clip = await finished(handle)
+    finally:
+        await hass.async_add_executor_job(fragments.stop)  # the runtime's order
+        await hass.async_add_executor_job(segmenter.stop)
+        await hass.async_add_executor_job(recorder.stop)
+
+    # Muxed once: every fragment the muxer made reached every sink, and nothing else was muxed.
+    assert fragments.fragments == len(probe.fragments) > 0
+    (segment,) = segments
+    check_video(clip.path)
+    check_video(segment.path)
+    muxed = [mdat_payloads(fragment.data)[0] for fragment in probe.fragments]
+    clip_data = mdat_payloads(clip.path.read_bytes())
+    segment_data = mdat_payloads(segment.path.read_bytes())
+    first = muxed.index(clip_data[0])
+    assert muxed[first : first + len(clip_data)] == clip_data
+    offset = muxed.index(segment_data[0])
+    assert muxed[offset : offset + len(segment_data)] == segment_data
+    # The clip's fragments are the segment's own (the same moments of the one muxer).
+    assert offset <= first
+    assert first + len(clip_data) <= offset + len(segment_data)
+
+    # The pre-roll: a keyframe fragment muxed before the trigger, that arrived at least the
+    # pre-roll before it (and at most a GOP more).
+    opening = probe.fragments[first]
+    assert any(fragment is opening for fragment in muxed_before)
+    assert opening.keyframe
+    assert opening.arrived is not None
+    assert trigger_wall - pre - GOP - SLACK <= opening.arrived <= trigger_wall - pre + 0.01
+    assert clip.start == pytest.approx(opening.arrived)
+
+
 async def test_stop_before_start_gives_up_pending_clips(
     hass: HomeAssistant, tmp_path: Path
 ) -> None:
@@ -699,7 +811,13 @@ async def test_audio_is_copied_with_the_video(
     manager = await make_manager(pre_roll=3.0)
     await manager.async_add_camera("cam1", source)
     await wait_until(lambda: manager.buffered_seconds("cam1") >= 3.0)
-    path = await manager.async_save_clip("cam1", 3.0, 3.0)  # all of it from the buffer
+    saving = asyncio.create_task(manager.async_save_clip("cam1", 3.0, 3.0))  # all pre-roll
+    # The clip opens from the ring; the feed then ends, which completes the fragment the muxer
+    # was building (the last half second of the feed) and ends the clip with it.
+    root = manager.layout.root
+    await wait_until(lambda: any(p.name.endswith(PART_SUFFIX) for p in root.rglob("*")))
+    source.end()
+    path = await saving
 
     duration = check_video(path)
     assert 3.0 - 0.05 <= duration <= 3.0 + GOP + 0.05

@@ -87,10 +87,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         await runtime.async_stop()
         raise
     entry.runtime_data = runtime
-    # Started with the entry, HLS remembers the recorder's newest fragments from the beginning,
-    # so even the first live request gets a playlist with segments at once.
     runtime.hls = HlsService(hass, runtime)
-    runtime.hls.async_start()
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
 
     async def _async_on_hass_stop(_event: Event) -> None:

@@ -76,6 +76,8 @@ async def async_get_config_entry_diagnostics(
                 if info
                 else None
             )
+        if (fragments := runtime.fragments.get(camera_id)) is not None:
+            camera["muxer"] = asdict(fragments.stats())
         if (recording := runtime.recorder.camera_state(camera_id)) is not None:
             camera["recording"] = {
                 "enabled": recording.enabled,

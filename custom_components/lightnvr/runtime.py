@@ -16,6 +16,7 @@ from .detection.events import DetectionEvents
 from .detection.pipeline import DetectionOptions, DetectionPipeline
 from .engine.base import StreamEngine
 from .hub import StreamHub
+from .media.fragments import CameraFragments
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipError, ClipManager
 from .recorder.manager import RecorderManager
@@ -27,9 +28,6 @@ type CameraEntityFactory = Callable[[CameraConfig], None]
 
 class HlsServiceLike(Protocol):
     """The runtime's view of its HLS service (hls.views.HlsService; hls imports runtime)."""
-
-    def async_start(self) -> None:
-        """Start following the recorder."""
 
     async def async_stop(self) -> None:
         """Stop every live stream and join every thread."""
@@ -58,6 +56,8 @@ class LightNvrRuntime:
     entity_factories: list[CameraEntityFactory] = field(default_factory=list)
     detection: dict[str, DetectionPipeline] = field(default_factory=dict)
     detection_events: dict[str, DetectionEvents] = field(default_factory=dict)
+    # Per camera, its one muxer: recorder, event clips and live HLS share its fragments.
+    fragments: dict[str, CameraFragments] = field(default_factory=dict)
     # Live and recorded HLS (hls.views.HlsService): set once the recorder runs.
     hls: HlsServiceLike | None = None
     stopped: bool = False
@@ -128,8 +128,13 @@ class LightNvrRuntime:
     async def async_add_camera(self, camera: CameraConfig) -> None:
         """Start a camera and its recorder, and create its entities on every loaded platform."""
         hub = await self.engine.async_add_camera(camera)
-        await self.recorder.async_add_camera(camera, hub, retention_days=camera.retention_days)
-        await self.clips.async_add_camera(camera.camera_id, hub)
+        fragments = CameraFragments(camera.camera_id, hub)
+        fragments.start()  # muxes only while a recorder, a clip or a live viewer wants it
+        self.fragments[camera.camera_id] = fragments
+        await self.recorder.async_add_camera(
+            camera, fragments, retention_days=camera.retention_days
+        )
+        await self.clips.async_add_camera(camera.camera_id, fragments)
         if camera.detect_motion:
             await self._async_start_detection(camera, hub)
         self.cameras[camera.camera_id] = camera
@@ -142,23 +147,33 @@ class LightNvrRuntime:
             return
         async_dispatcher_send(self.hass, camera_removed_signal(camera_id))
         await self._async_stop_detection(camera_id)
+        await self._async_stop_fragments(camera_id)
         await self.clips.async_remove_camera(camera_id)
         await self.recorder.async_remove_camera(camera_id)
         await self.engine.async_remove_camera(camera_id)
 
+    async def _async_stop_fragments(self, camera_id: str) -> None:
+        """Stop a camera's muxer: what is queued is muxed and handed to its consumers first."""
+        if (fragments := self.fragments.pop(camera_id, None)) is not None:
+            await self.hass.async_add_executor_job(fragments.stop)
+
     async def async_stop(self) -> None:
-        """Stop recording first (it subscribes to the hubs), then the engine. Idempotent."""
+        """Stop the muxers and recording first (they read the hubs), then the engine.
+
+        Idempotent. Each muxer hands what is queued to the recorder and clips before they stop.
+        """
         if self.stopped:
             return
         self.stopped = True
         for camera_id in list(self.detection):
             await self._async_stop_detection(camera_id)
+        if self.hls is not None:
+            await self.hls.async_stop()  # live viewers let go of the muxers
+        for camera_id in list(self.fragments):
+            await self._async_stop_fragments(camera_id)
         await self.clips.async_stop()
         await self.recorder.async_stop()
         await self.engine.async_stop()
-        if self.hls is not None:
-            # Last: with the hubs stopped its muxer threads are ending by themselves.
-            await self.hls.async_stop()
 
     async def async_apply_cameras(self, wanted: dict[str, CameraConfig]) -> None:
         """Bring the running cameras in line with the subentries."""

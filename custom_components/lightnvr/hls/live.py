@@ -1,27 +1,21 @@
 """Live HLS per camera: ~2 s fMP4 segments cut on keyframes, in a sliding window.
 
-Where the segments come from (no second camera connection, no second remux of what is on disk)
------------------------------------------------------------------------------------------------
-- **Recording on**: the recorder muxes the camera once (`media.muxer.CameraMuxer`) and hands
-  every fragment it writes to disk to live HLS as well (`RecorderManager.add_fragment_listener`),
-  bytes and all: live segments are served from memory, never read back from the file, and
-  nothing is muxed twice. A new recording file does not change the init section (one per camera
-  connection). The newest fragments are always remembered (a few seconds), so the first viewer
-  gets a playlist with segments at once.
-- **Recording off** (or paused, or not started yet): an in-memory muxer
-  (`live_muxer.MemoryMuxer`: the same camera muxer, one thread) subscribes to the camera's
-  StreamHub, the same shared connection every consumer uses. It is started by the first live
-  request and stopped once nobody asked for a playlist or segment for `LIVE_IDLE_TIMEOUT`
-  seconds, so no disk is needed and an unwatched camera costs nothing. It starts from the
-  hub's cached GOP, so its first segment is ready at the camera's next keyframe.
-- The two switch over by themselves: when the recorder starts writing while the muxer runs,
-  its first keyframe fragment takes over and the muxer stops; when the recorder stops (switch
-  off, storage full), the muxer starts. A switch or a new camera connection changes the init
-  section and is marked with EXT-X-DISCONTINUITY.
+Where the segments come from (no second camera connection, nothing muxed twice)
+---------------------------------------------------------------------------------
+The camera is muxed once (`media.fragments.CameraFragments`), for the recorder, event clips
+and live HLS alike. The first live request attaches a `live_sink.LiveSink` to it: every
+fragment, as it completes, is listed from memory (never read back from a recording file),
+whether or not the camera records. The muxer keeps its newest fragments (a ring of a few
+seconds), so when it already runs (recording, event-clip pre-roll) the first viewer gets a
+playlist with segments at once; otherwise the first segment is ready at the camera's next
+keyframe (the muxer starts from the hub's cached GOP). Live HLS lets go of the camera once
+nobody asked for a playlist or segment for `LIVE_IDLE_TIMEOUT` seconds: an unwatched camera
+that nothing else needs is not muxed at all. Recording going on or off changes nothing here;
+a new camera connection changes the init section and is marked with EXT-X-DISCONTINUITY.
 
-Both sources put every fragment on one wall-clock timeline (`bmff.retime_fragments`: decode time
+Every fragment is put on one wall-clock timeline (`bmff.retime_fragments`: decode time
 = epoch seconds × timescale), the same one the recorded playlists use, so timestamps never go
-backwards when the source or the file changes (FFmpeg-based players drop frames when they do).
+backwards when the connection changes (FFmpeg-based players drop frames when they do).
 
 Cutting: fragments (one GOP each, at most 2 s) are grouped into a segment that is listed as
 soon as it holds `LIVE_TARGET_SECONDS`; the next segment starts at the next fragment, which
@@ -31,11 +25,11 @@ after a (re)start is a single fragment, so a player can start one GOP sooner.
 
 LL-HLS: every chunk is also listed as a part (EXT-X-PART) as soon as it is muxed, the
 segment being filled included, and blocking playlist reloads wait for a given part
-(`async_wait_until` + `reached`); see `live_views`. Parts are the sources' fragments: both
-cut one at every keyframe and after `LIVE_PART_SECONDS` (the recorder's fragment length), so
-a segment is closed on the keyframe part that follows it.
+(`async_wait_until` + `reached`); see `live_views`. Parts are the muxer's fragments: it cuts
+one at every keyframe and after `LIVE_PART_SECONDS`, so a segment is closed on the keyframe
+part that follows it.
 
-Threads: the muxer thread and the recorder thread only hand finished chunks to the event loop
+Threads: the muxer thread only hands finished fragments to the event loop
 (`call_soon_threadsafe`); every window, init and timer is owned by the loop. Fragments
 are moved onto the shared timeline when first served (`live_io`, in the executor).
 """
@@ -45,19 +39,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-import contextlib
 from datetime import datetime
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from ..recorder.segment_writer import FragmentInfo
-from ..recorder.segmenter import DEFAULT_FRAGMENT_SECONDS
-from .live_muxer import MemoryMuxer
+from ..media.fragments import DEFAULT_FRAGMENT_SECONDS, CameraFragments
+from ..media.muxer import Fragment
+from .live_sink import LiveSink
 from .live_types import (
     LIVE_TARGET_SECONDS,
     LiveChunk,
@@ -88,28 +81,24 @@ LIVE_WINDOW_SEGMENTS = 6  # listed in the playlist (~12 s)
 LIVE_KEPT_SEGMENTS = 4  # still served after leaving the playlist, for players that lag behind
 LIVE_IDLE_TIMEOUT = 60.0  # seconds without a request before a camera's live HLS stops
 LIVE_FIRST_SEGMENT_TIMEOUT = 10.0  # a first playlist request waits this long for a segment
-# How much of the recorder's newest fragments is remembered for an instant start.
-RECENT_FRAGMENT_SECONDS = 3 * LIVE_TARGET_SECONDS + 2.0
-# A recorder fragment older than this (end to now) means the recorder is not writing live.
-_RECORDER_FRESH_SECONDS = 3.0
-# The recorder finishes a file and opens the next one at once: look again after this long
-# before deciding that it stopped.
-_RECORDER_SETTLE_SECONDS = 1.0
-_MUXER_RESTART_SECONDS = 1.0
-# Both sources cut a fragment (a part) at every keyframe and after this long, so that LL-HLS
+# How much of the muxer's newest fragments a first viewer gets at once.
+_SEED_SECONDS = 3 * LIVE_TARGET_SECONDS
+# A fragment older than this (end to now) is not live any more: do not seed with it.
+_FRESH_SECONDS = 3.0
+# The muxer cuts a fragment (a part) at every keyframe and after this long, so that LL-HLS
 # parts are shorter than a GOP; a segment of parts is still cut on keyframes only, unless the
 # GOP is longer than `_SPLIT_MAX_SECONDS`.
 LIVE_PART_SECONDS = DEFAULT_FRAGMENT_SECONDS
 _SPLIT_MAX_SECONDS = 2 * LIVE_TARGET_SECONDS
 _PART_EPSILON = 0.001
-_OVERLAP_TOLERANCE = 0.1  # seconds a new source's first fragment may overlap the last segment
+_OVERLAP_TOLERANCE = 0.1  # seconds a new muxer's first fragment may overlap the last segment
 
 
 # ----- one camera's live window (event loop) ----------------------------------------------------
 
 
 class LiveCamera:
-    """The live playlist of one camera: its window, its source and its idle timer."""
+    """The live playlist of one camera: its window, its sink and its idle timer."""
 
     def __init__(self, owner: LiveHls, camera_id: str) -> None:
         """Create an idle camera."""
@@ -117,7 +106,6 @@ class LiveCamera:
         self._hass = owner.hass
         self.camera_id = camera_id
         self.source: LiveSource | None = None  # None: nobody watches
-        self.recent: deque[FragmentInfo] = deque()
         self._segments: deque[LiveSegment] = deque()
         self._pending: list[LiveChunk] = []
         self._pending_init: LiveInit | None = None
@@ -132,11 +120,11 @@ class LiveCamera:
         self._discontinuity = False  # the next segment follows a break
         self._fast_start = False  # close the next segment after its first fragment
         self._last_end: float | None = None
-        self._muxer: MemoryMuxer | None = None
+        self._fragments: CameraFragments | None = None  # the camera's muxer, while watched
+        self._sink: LiveSink | None = None
+        self._last_fragment: Fragment | None = None
         self._last_request = dt_util.utcnow()
         self._cancel_idle: CALLBACK_TYPE | None = None
-        self._cancel_settle: CALLBACK_TYPE | None = None
-        self._cancel_restart: CALLBACK_TYPE | None = None
         self._waiters: list[asyncio.Future[None]] = []
 
     # ----- viewers --------------------------------------------------------------------------
@@ -148,21 +136,18 @@ class LiveCamera:
 
     @callback
     def activate(self) -> None:
-        """Start producing segments, from the recorder if it writes, else from memory."""
+        """Start listing the camera's fragments (again, if the camera was set up anew)."""
         self.touch()
-        if self.source is not None:
+        if self.source is not None and self._fragments is self._owner.fragments(self.camera_id):
             return
+        if self.source is not None:
+            _LOGGER.debug("Live HLS of %s: the camera was set up again", self.camera_id)
+            self._detach()
+            self._close_pending()
         self._fast_start = True
         self._discontinuity = self._next_sequence > 0
         self._schedule_idle(LIVE_IDLE_TIMEOUT)
-        if self._recorder_writing():
-            # Its fragments are on disk anyway: list the newest at once, or wait for the next.
-            self.source = LiveSource.RECORDER
-            if self._recorder_fresh():
-                self._seed_from_recent()
-        else:
-            self._start_memory()
-        _LOGGER.debug("Live HLS of %s started from %s", self.camera_id, self.source)
+        self._attach()
 
     async def async_wait_segment(self, max_wait: float) -> bool:
         """Wait until the window holds a segment; False after `max_wait` seconds."""
@@ -259,15 +244,14 @@ class LiveCamera:
 
     @callback
     def deactivate(self) -> None:
-        """Stop producing segments and forget the window (sequence numbers go on)."""
+        """Stop listing fragments and forget the window (sequence numbers go on)."""
         if self.source is not None:
             _LOGGER.debug("Live HLS of %s stopped", self.camera_id)
         self.source = None
-        self._stop_memory()
-        for cancel in (self._cancel_idle, self._cancel_settle, self._cancel_restart):
-            if cancel is not None:
-                cancel()
-        self._cancel_idle = self._cancel_settle = self._cancel_restart = None
+        self._detach()
+        if self._cancel_idle is not None:
+            self._cancel_idle()
+            self._cancel_idle = None
         self._segments.clear()
         self._pending = []
         self._pending_init = None
@@ -275,130 +259,44 @@ class LiveCamera:
         self._last_end = None
         self._wake()
 
-    # ----- sources ----------------------------------------------------------------------------
+    # ----- the camera's fragments -------------------------------------------------------------
 
-    @callback
-    def on_recorder_fragment(self, info: FragmentInfo) -> None:
-        """Remember a recorder fragment; use it if the recorder is the live source."""
-        self.recent.append(info)
-        newest = info.start + info.duration
-        while self.recent and newest - self.recent[0].start > RECENT_FRAGMENT_SECONDS:
-            self.recent.popleft()
-        if self.source is LiveSource.RECORDER:
-            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
-        elif self.source is LiveSource.MEMORY and info.keyframe:
-            # The recorder writes (again): its fragments are already on disk, use them.
-            _LOGGER.debug("Live HLS of %s: the recorder takes over", self.camera_id)
-            self._stop_memory()
-            self._close_pending()
-            self.source = LiveSource.RECORDER
-            self._discontinuity = True
-            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
-
-    @callback
-    def on_recorder_state(self) -> None:
-        """Look again at the recorder after it changed (switch, pause, file finished)."""
-        if self.source is not LiveSource.RECORDER or self._cancel_settle is not None:
-            return
-        if not self._recorder_writing():
-            self._cancel_settle = async_call_later(
-                self._hass, _RECORDER_SETTLE_SECONDS, self._settle
-            )
-
-    @callback
-    def _settle(self, _now: Any) -> None:
-        self._cancel_settle = None
-        if self.source is LiveSource.RECORDER and not self._recorder_writing():
-            _LOGGER.debug("Live HLS of %s: the recorder stopped; muxing in memory", self.camera_id)
-            self._close_pending()
-            self._start_memory()
-
-    def _recorder_writing(self) -> bool:
-        state = self._owner.recorder.camera_state(self.camera_id)
-        return state is not None and state.recording
-
-    def _recorder_fresh(self) -> bool:
-        """Return True when the remembered recorder fragments reach up to now."""
-        if not self.recent:
-            return False
-        newest = self.recent[-1]
-        return time.time() - (newest.start + newest.duration) < _RECORDER_FRESH_SECONDS
-
-    def _seed_from_recent(self) -> None:
-        """Fill the window with the recorder's newest fragments (already on disk)."""
-        recent = list(self.recent)
-        first = len(recent) - 1
-        seconds = 0.0
-        while first > 0 and seconds < 3 * LIVE_TARGET_SECONDS:
-            seconds += recent[first].duration
-            first -= 1
-        while first < len(recent) and not recent[first].keyframe:
-            first += 1
-        self._fast_start = False
-        for info in recent[first:]:
-            self._add_chunk(chunk_from_fragment(info.fragment, LiveSource.RECORDER))
-        self._close_pending()  # list the newest fragments now rather than at the next one
-
-    def _start_memory(self) -> None:
-        self._stop_memory()
-        self.source = LiveSource.MEMORY
-        self._discontinuity = self._discontinuity or bool(self._segments)
-        self._fast_start = True
-        try:
-            hub = self._owner.hub(self.camera_id)
-        except KeyError:
+    def _attach(self) -> None:
+        """Attach a sink to the camera's muxer; list its newest fragments if they are live."""
+        fragments = self._owner.fragments(self.camera_id)
+        if fragments is None:
             self.deactivate()  # the camera is gone
             return
-        loop = self._hass.loop
-        muxer: MemoryMuxer
+        sink = LiveSink(self._hass.loop, self._on_fragment)
+        self._fragments, self._sink = fragments, sink
+        self.source = LiveSource.MUXER
+        fragments.add_sink(sink)
+        recent = fragments.recent(since=time.time() - _SEED_SECONDS)
+        if recent and time.time() - (recent[-1].start + recent[-1].duration) < _FRESH_SECONDS:
+            self._fast_start = False
+            for fragment in recent:
+                self._on_fragment(sink, fragment)
+            self._close_pending()  # list the newest fragments now rather than at the next one
+        _LOGGER.debug("Live HLS of %s started", self.camera_id)
 
-        def on_chunk(chunk: LiveChunk) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                loop.call_soon_threadsafe(self._on_memory_chunk, muxer, chunk)
-
-        def on_end() -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_memory_end, muxer)
-
-        muxer = MemoryMuxer(
-            self.camera_id,
-            hub,
-            on_chunk=on_chunk,
-            on_end=on_end,
-            fragment_seconds=LIVE_PART_SECONDS,
-        )
-        self._muxer = muxer
-        muxer.start()
-
-    def _stop_memory(self) -> None:
-        muxer, self._muxer = self._muxer, None
-        if muxer is not None:
-            muxer.request_stop()  # on the loop: never wait for the thread here
-            self._owner.reap(muxer)
+    def _detach(self) -> None:
+        fragments, sink = self._fragments, self._sink
+        self._fragments = self._sink = None
+        self._last_fragment = None
+        if fragments is not None and sink is not None:
+            sink.detached()
+            fragments.remove_sink(sink)  # on the loop: never wait for the muxer here
 
     @callback
-    def _on_memory_chunk(self, muxer: MemoryMuxer, chunk: LiveChunk) -> None:
-        if muxer is self._muxer and self.source is LiveSource.MEMORY:
-            self._add_chunk(chunk)
-
-    @callback
-    def _on_memory_end(self, muxer: MemoryMuxer) -> None:
-        """Start a new muxer after one ended by itself (its hub stopped or was replaced)."""
-        if muxer is not self._muxer:
+    def _on_fragment(self, sink: LiveSink, fragment: Fragment) -> None:
+        """List a fragment of the camera's muxer (each once, in order)."""
+        if sink is not self._sink:
             return
-        self._muxer = None
-        self._owner.reap(muxer)
-        if self.source is LiveSource.MEMORY and self._cancel_restart is None:
-            self._cancel_restart = async_call_later(
-                self._hass, _MUXER_RESTART_SECONDS, self._restart_memory
-            )
-
-    @callback
-    def _restart_memory(self, _now: Any) -> None:
-        self._cancel_restart = None
-        if self.source is LiveSource.MEMORY and self._muxer is None:
-            self._close_pending()
-            self._start_memory()
+        last = self._last_fragment
+        if last is not None and last.init is fragment.init and fragment.start <= last.start:
+            return  # already listed: the seed from the ring and the sink overlap
+        self._last_fragment = fragment
+        self._add_chunk(chunk_from_fragment(fragment, LiveSource.MUXER))
 
     # ----- the window ---------------------------------------------------------------------------
 
@@ -430,7 +328,7 @@ class LiveCamera:
             self._close_pending()
         if not self._pending:
             if self._last_end is not None and chunk.start < self._last_end - _OVERLAP_TOLERANCE:
-                return  # already listed from the other source
+                return  # already listed (before the camera was set up again)
             last = self._segments[-1] if self._segments else None
             if not chunk.keyframe and (
                 last is None or self._discontinuity or last.init is not init

@@ -17,13 +17,12 @@ LIVE_TARGET_SECONDS = 2.0
 class LiveSource(StrEnum):
     """Where a camera's live segments come from."""
 
-    RECORDER = "recorder"
-    MEMORY = "memory"
+    MUXER = "muxer"  # the camera's one muxer (shared with the recorder and clips)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class LiveChunk:
-    """One fMP4 fragment (`moof`+`mdat`) from either source, already complete."""
+    """One fMP4 fragment (`moof`+`mdat`) of the camera's muxer, already complete."""
 
     source: LiveSource
     init_key: object  # the same object for every fragment under one init section

@@ -116,16 +116,11 @@ class HlsService:
     """Everything HLS keeps for one loaded hub entry."""
 
     def __init__(self, hass: HomeAssistant, runtime: LightNvrRuntime) -> None:
-        """Create the service; `async_start` hooks it to the recorder."""
+        """Create the service (live HLS attaches to a camera's muxer when first asked)."""
         self.hass = hass
         self.runtime = runtime
         self.live = LiveHls(hass, runtime)
         self.fragments = FragmentCache()
-
-    @callback
-    def async_start(self) -> None:
-        """Start following the recorder."""
-        self.live.async_start()
 
     async def async_stop(self) -> None:
         """Stop every live stream and join every thread."""

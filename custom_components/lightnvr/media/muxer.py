@@ -10,7 +10,7 @@ one way the integration prepares a camera's media for MP4:
   (`media.fmp4.Fmp4Writer`, stream copy into a memory buffer);
 - **timestamps repaired** (`media.timestamps`): every repair is reported (`on_repair`) so the
   recorder can count and log them;
-- **audio**: AAC copied, other codecs transcoded to AAC (`recorder.audio.AacAudio`), on the
+- **audio**: AAC copied, other codecs transcoded to AAC (`media.aac.AacAudio`), on the
   video's timeline (`media.audio_align`);
 - **lost packets** (`resync`): frames are skipped up to the next keyframe, the container goes
   on (a gap in time, no broken references).
@@ -31,7 +31,7 @@ import av
 import av.error
 
 from ..hub import MediaPacket, StreamInfo
-from ..recorder.audio import AacAudio
+from .aac import AacAudio
 from .audio_align import align_audio
 from .bmff import (
     TrackInfo,

@@ -12,7 +12,7 @@ from ..h264 import parameter_sets_annexb
 from ..hub import StreamInfo
 
 VIDEO_CODECS = frozenset({"h264", "hevc"})
-# MP4 holds these by stream copy; other audio is transcoded to AAC first (`audio.AacAudio`).
+# MP4 holds these by stream copy; other audio is transcoded to AAC first (`media.aac.AacAudio`).
 AUDIO_CODECS = frozenset({"aac"})
 
 

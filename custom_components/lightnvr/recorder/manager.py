@@ -1,10 +1,9 @@
 """RecorderManager: every camera's segmenter, the segment index, retention and their state.
 
 The integration owns one manager per hub entry. It never opens a camera: each segmenter is a
-thread subscriber of the camera's StreamHub. Blocking work (scans, recovery, deletes, joins)
-runs in the executor; segmenter threads report back through `call_soon_threadsafe`, so every
-listener registered here is called in the event loop, except fragment listeners (see
-`add_fragment_listener`).
+sink of the camera's one muxer (`media.fragments`). Blocking work (scans, recovery, deletes,
+joins) runs in the executor; the muxer threads report back through `call_soon_threadsafe`, so
+every listener registered here is called in the event loop.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from homeassistant.util import dt as dt_util
 
 from ..const import DOMAIN
 from ..media.consumer import PacketSource
+from ..media.fragments import CameraFragments
 from ..models import CameraConfig, HubOptions
 from .lifecycle import async_open_store
-from .segment_writer import FragmentInfo
 from .segmenter import (
     DEFAULT_FRAGMENT_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
@@ -122,7 +121,6 @@ class RecorderManager:
 
         self._listeners: list[Callable[[], None]] = []
         self._segment_listeners: list[Callable[[Segment], None]] = []
-        self._fragment_listeners: list[Callable[[FragmentInfo], None]] = []
 
         self._usage: DiskUsage | None = None
         self._last_check: datetime | None = None
@@ -176,11 +174,11 @@ class RecorderManager:
     async def async_add_camera(
         self,
         camera: CameraConfig,
-        hub: PacketSource,
+        hub: CameraFragments | PacketSource,
         *,
         retention_days: float | None = None,
     ) -> None:
-        """Record a camera from its hub (recording starts if `camera.record` is set).
+        """Record a camera from its muxer (recording starts if `camera.record` is set).
 
         `retention_days` overrides the hub's retention for this camera.
         """
@@ -198,7 +196,6 @@ class RecorderManager:
             fragment_seconds=self._fragment_seconds,
             enabled=camera.record,
             on_segment=self._on_segment,
-            on_fragment=self._on_fragment,
             on_state=self._on_state,
         )
         if self._storage_full:
@@ -302,25 +299,10 @@ class RecorderManager:
         """Call `listener(segment)` in the event loop for every finished segment."""
         return _add(self._segment_listeners, listener)
 
-    def add_fragment_listener(self, listener: Callable[[FragmentInfo], None]) -> Callable[[], None]:
-        """Call `listener(fragment)` for every fragment flushed to disk, in the RECORDER thread.
-
-        It runs on the packet path of that camera: it must return at once (e.g. store the
-        info, or hand it to the loop with `hass.loop.call_soon_threadsafe`).
-        """
-        return _add(self._fragment_listeners, listener)
-
     def _on_segment(self, segment: Segment) -> None:
         """Handle a finished segment (recorder thread): index it, tell the loop."""
         self.index.add(segment)
         self._call_in_loop(self._async_segment_finished, segment)
-
-    def _on_fragment(self, fragment: FragmentInfo) -> None:
-        for listener in list(self._fragment_listeners):
-            try:
-                listener(fragment)
-            except Exception:
-                _LOGGER.exception("Error in a fragment listener")
 
     def _on_state(self) -> None:
         """Handle a segmenter state change (any thread)."""

@@ -1,8 +1,8 @@
-"""Segmenter: one camera's packets → crash-safe fragmented MP4 segments, by stream copy.
+"""Segmenter: one camera's fragments → crash-safe fragmented MP4 segments, by stream copy.
 
-One thread per camera (the shared `media.consumer` skeleton) reads the camera's StreamHub (a
-thread subscriber: the recorder never opens a connection of its own) and muxes the packets
-once with the camera muxer (`media.muxer.CameraMuxer`), never decoding the video:
+The recorder is a sink of the camera's one muxer (`media.fragments.CameraFragments`, shared
+with event clips and live HLS; the recorder never opens a connection of its own and never
+muxes a packet itself) and writes in the muxer's thread, never decoding the video:
 
 - **Fragmented MP4** (`empty_moov`, a `moof`+`mdat` per fragment): a fragment starts at every
   keyframe and lasts at most `fragment_seconds` (0.5 s), and every finished fragment is written
@@ -11,18 +11,18 @@ once with the camera muxer (`media.muxer.CameraMuxer`), never decoding the video
 - **Segments** of `segment_seconds`, cut on the first keyframe fragment after that length, so
   every file starts with a keyframe and plays on its own (`segment_writer`: the muxer's init
   section, then its fragments moved to start at 0). A new connection to the camera (a new
-  `MediaPacket.generation`) starts a new segment: the gap stays visible between two files
+  container of the muxer) starts a new segment: the gap stays visible between two files
   instead of being hidden inside one.
-- **Camera timestamps are not trusted**: missing, repeated, backwards or jumping timestamps are
-  repaired (and counted and logged) so that the file always has rising timestamps; recording
-  never stops because of them.
+- **Camera timestamps are not trusted**: the muxer repairs (and counts and logs) missing,
+  repeated, backwards or jumping timestamps, so the file always has rising timestamps;
+  recording never stops because of them.
 - A file being written is named `….mp4.part` and renamed to `….mp4` when finished; a part left
   behind by a crash is made playable at the next start (`storage.recover_part`).
-- **Audio**: AAC is copied; any other codec (G.711 above all) is transcoded to AAC in this
-  thread (`audio.AacAudio`), because MP4 players play nothing else.
+- **Audio**: AAC is copied; any other codec (G.711 above all) is transcoded to AAC by the
+  muxer (`media.aac.AacAudio`), because MP4 players play nothing else.
 
 Nothing here touches the event loop. The callbacks (`on_segment`, `on_fragment`, `on_state`)
-are called in the recorder thread and must be quick; the manager hops to the loop itself.
+are called in the muxer thread and must be quick; the manager hops to the loop itself.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import os
 from pathlib import Path
 import time
 
-from ..hub import MediaPacket
-from ..media.consumer import PacketConsumer, PacketSource
-from ..media.muxer import CameraMuxer, Fragment
+from ..media.consumer import PacketSource
+from ..media.fragments import DEFAULT_FRAGMENT_SECONDS, DEFAULT_QUEUE_PACKETS, CameraFragments
+from ..media.muxer import Fragment
 from .segment_writer import FragmentInfo, SegmentWriter
 from .storage import Segment, StorageLayout, recover_part
 
@@ -58,26 +58,13 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SECONDS = 60.0
-# A fragment is cut at every keyframe and at the latest after this long: live HLS lists every
-# fragment as an LL-HLS part (shorter than a GOP), and a crash loses at most this much plus one
-# batch interval (< 1 s) even with cameras sending long GOPs.
-DEFAULT_FRAGMENT_SECONDS = 0.5
-# About 80 s of a 25 fps camera (28 s with AAC audio): room for a slow disk to catch up before
-# packets are lost (and counted). Queued packets are shared with other consumers, not copied.
-DEFAULT_QUEUE_PACKETS = 2048
 
 PAUSE_STORAGE_FULL = "storage_full"
 PAUSE_WRITE_ERROR = "write_error"
 PAUSE_UNSUPPORTED = "unsupported_codec"
 
-# The thread wakes up this often and writes everything queued meanwhile, instead of waking up
-# for every packet: on these machines a thread wake-up costs more CPU than muxing a packet.
-# It adds at most this much to the time a finished fragment takes to reach the disk.
-_BATCH_SECONDS = 0.25
 _IDLE_FINISH_SECONDS = 8.0  # no packet for this long: the camera is gone, finish the file
 _WRITE_RETRY_SECONDS = 10.0
-_LOG_INTERVAL_SECONDS = 60.0
-_STOP_SECONDS = 30.0
 # A segment start taken from the media clock may drift from the wall clock by this much before
 # it is re-anchored on the packet's arrival time.
 _MAX_START_DRIFT_SECONDS = 1.0
@@ -110,19 +97,18 @@ type FragmentCallback = Callable[[FragmentInfo], None]
 type StateCallback = Callable[[], None]
 
 
-class Segmenter(PacketConsumer):
-    """Records one camera from its hub into segments, in its own thread.
+class Segmenter:
+    """Records one camera's fragments into segments (a `FragmentSink`, see the module doc).
 
-    The thread is the shared consumer skeleton (`media.consumer`): batches every
-    `_BATCH_SECONDS`, resubscribes after the hub restarts, and is unsubscribed while recording
-    is off or paused. `stop` (blocking: run it in an executor) finishes the current segment;
-    packets already queued are still written (the thread drains the closed queue, then ends).
+    `source` is the camera's shared muxer, or a bare packet source (tests, benchmarks): the
+    recorder then runs a muxer of its own. `stop` (blocking: run it in an executor) finishes
+    the current segment; with a muxer of its own, packets already queued are still written.
     """
 
     def __init__(
         self,
         camera_id: str,
-        source: PacketSource,
+        source: CameraFragments | PacketSource,
         layout: StorageLayout,
         *,
         segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
@@ -134,15 +120,18 @@ class Segmenter(PacketConsumer):
         on_state: StateCallback | None = None,
     ) -> None:
         """Prepare a recorder; nothing runs before `start`."""
-        super().__init__(
-            source,
-            label=f"Recorder of {source.name}",
-            thread_name=f"lightnvr-rec-{camera_id}",
-            queue_packets=queue_packets,
-            batch_seconds=_BATCH_SECONDS,
-            drain_on_stop=True,
-            join_seconds=_STOP_SECONDS,
-        )
+        self._owns_muxer = not isinstance(source, CameraFragments)
+        if isinstance(source, CameraFragments):
+            self._fragments = source
+        else:
+            self._fragments = CameraFragments(
+                camera_id,
+                source,
+                fragment_seconds=fragment_seconds,
+                queue_packets=queue_packets,
+                thread_name=f"lightnvr-rec-{camera_id}",
+            )
+        self._name = self._fragments.source_name
         self.camera_id = camera_id
         self._layout = layout
         self._segment_seconds = segment_seconds
@@ -151,32 +140,43 @@ class Segmenter(PacketConsumer):
         self._on_state = on_state
 
         self._enabled = enabled
+        self._stopped = False
         self._pauses: set[str] = set()
         self._retry_at = 0.0
+        self._remove_listener: Callable[[], None] | None = None
 
         self._writer: SegmentWriter | None = None
-        self._muxer = CameraMuxer(
-            source.name,
-            lambda: source.info,
-            fragment_seconds=fragment_seconds,
-            on_fragment=self._on_muxed,
-            on_close=self._finish,
-            on_repair=self._count_repair,
-            on_unsupported=self._on_unsupported,
-        )
-        self._generation: int | None = None
-        self._unsupported: str | None = None
-        self._last_received = 0.0  # arrival stamp of the newest packet handled
-        self._last_packet: MediaPacket | None = None
-
         self._segments_written = 0
-        self._repairs = 0
-        self._repair_kinds: dict[str, int] = {}
         self._last_segment_end: float | None = None
         self._last_error: str | None = None
-        self._log_at = 0.0
-        self._logged_repairs = 0
-        self._logged_drops = 0
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start taking the camera's fragments."""
+        self._stopped = False
+        if self._remove_listener is None:
+            self._remove_listener = self._fragments.add_listener(self._notify)
+        self._fragments.add_sink(self)
+        if self._owns_muxer:
+            self._fragments.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop recording and finish the current segment. Blocking: run it in an executor."""
+        if self._owns_muxer:
+            self._fragments.stop(timeout)  # drains what is queued: its fragments are written
+        self._stopped = True
+        self._fragments.detach(self)
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the recorder takes fragments (its own muxer's thread runs)."""
+        if self._owns_muxer:
+            return self._fragments.alive
+        return not self._stopped
 
     # ----- control (any thread) ---------------------------------------------------------------
 
@@ -184,24 +184,21 @@ class Segmenter(PacketConsumer):
         """Turn recording on or off (the switch); off finishes the current segment."""
         if enabled != self._enabled:
             self._enabled = enabled
-            self._wake.set()
-            if not enabled:
-                self._close_queue()
+            self._fragments.wake()
             self._notify()
 
     def pause(self, reason: str) -> None:
         """Hold recording back for `reason` (e.g. storage full) until `resume(reason)`."""
         if reason not in self._pauses:
             self._pauses.add(reason)
-            self._wake.set()
-            self._close_queue()
+            self._fragments.wake()
             self._notify()
 
     def resume(self, reason: str) -> None:
         """Lift a pause."""
         if reason in self._pauses:
             self._pauses.discard(reason)
-            self._wake.set()
+            self._fragments.wake()
             self._notify()
 
     @property
@@ -223,28 +220,28 @@ class Segmenter(PacketConsumer):
             camera_id=self.camera_id,
             enabled=self._enabled,
             # From the first keyframe muxed: its file opens when that fragment is complete.
-            recording=writer is not None or (self._muxer.is_open and not self._blocked()),
+            recording=writer is not None or (self._fragments.muxing and self.wants_fragments()),
             paused=self._enabled and reason is not None,
             pause_reason=reason if self._enabled else None,
             current_path=writer.path if writer is not None else None,
             current_start=writer.start_wall if writer is not None else None,
             last_segment_end=self._last_segment_end,
             segments_written=self._segments_written,
-            timestamp_repairs=self._repairs,
-            dropped_packets=self.dropped_packets,
+            timestamp_repairs=self._fragments.timestamp_repairs,
+            dropped_packets=self._fragments.dropped_packets,
             bytes_written=writer.size if writer is not None else 0,
             last_error=self._last_error,
         )
 
     def repair_counts(self) -> dict[str, int]:
         """Return the timestamp repairs by kind (missing, non_monotonic, jump, pts_before_dts)."""
-        return dict(self._repair_kinds)
+        return self._fragments.repair_counts()
 
     def _pause_reason(self) -> str | None:
         pauses = set(self._pauses)
         if self._retry_at > time.monotonic():
             pauses.add(PAUSE_WRITE_ERROR)
-        if self._unsupported is not None:
+        if self._fragments.unsupported is not None:
             pauses.add(PAUSE_UNSUPPORTED)
         for reason in (PAUSE_STORAGE_FULL, PAUSE_WRITE_ERROR, PAUSE_UNSUPPORTED):
             if reason in pauses:
@@ -258,66 +255,48 @@ class Segmenter(PacketConsumer):
             except Exception:
                 _LOGGER.exception("Error in the recorder state callback")
 
-    # ----- consumer hooks (the thread) -----------------------------------------------------------
+    # ----- the sink (the muxer's thread) --------------------------------------------------------
 
-    def _blocked(self) -> bool:
-        """Return True when the thread must not record (off, paused, waiting to retry)."""
-        return not self._enabled or bool(self._pauses) or self._retry_at > time.monotonic()
+    def wants_fragments(self) -> bool:
+        """Return True while recording may go on (on, not paused, not waiting to retry)."""
+        return (
+            self._enabled
+            and not self._stopped
+            and not self._pauses
+            and self._retry_at <= time.monotonic()
+        )
 
-    def _on_blocked(self) -> None:
-        self._end()
-
-    def _on_subscribed(self) -> None:
-        self._muxer.resync()
-
-    def _on_queue_closed(self) -> None:
-        """Finish the file: we ended the subscription (stop, off, pause) or the hub did."""
-        self._end()
-
-    def _on_drops(self, count: int) -> None:
-        # A lost packet breaks the references of the frames after it: wait for a keyframe.
-        self._muxer.resync()
-        self._log_counters()
-
-    def _on_exit(self) -> None:
-        self._end()
-        self._log_counters(force=True)
-
-    def _on_idle(self) -> None:
-        if self._muxer.is_open and time.monotonic() - self._last_packet_at > _IDLE_FINISH_SECONDS:
-            _LOGGER.debug("%s: no packets; finishing the segment", self._source.name)
-            self._end()
-
-    def _handle_packet(self, packet: MediaPacket) -> None:
-        if packet.generation == self._generation and (
-            packet.received < self._last_received or packet is self._last_packet
-        ):
-            # Seen already: a new subscription (after off/on or a pause) starts with the hub's
-            # cached group of pictures, which may overlap what was written before.
-            return
-        if packet.generation != self._generation and self._writer is not None:
-            _LOGGER.debug("%s: new connection; finishing the segment", self._source.name)
-        self._generation = packet.generation
-        self._last_received = packet.received
-        self._last_packet = packet
+    def handle_fragment(self, fragment: Fragment) -> None:
+        """Write a fragment; a file being written when recording stopped is finished."""
         try:
-            self._muxer.handle(packet)
+            if self.wants_fragments():
+                self._on_muxed(fragment)
+            elif self._writer is not None:
+                if self._writer.init is fragment.init:
+                    self._writer.append(fragment)  # muxed before it stopped: the last one
+                    self._deliver_fragment(fragment)
+                self._finish()
         except OSError as err:
             self._write_failed(err)
         except Exception as err:
-            _LOGGER.exception("Recorder of %s failed", self._source.name)
+            _LOGGER.exception("Recorder of %s failed", self._name)
             self._write_failed(err)
 
-    def _end(self) -> None:
-        """End the muxer's container: its last fragment is written, the file finished."""
-        try:
-            self._muxer.close()
-        except OSError as err:
-            self._write_failed(err)
+    def end_of_container(self) -> None:
+        """Finish the file: its container ended (a new connection, or nobody muxing)."""
+        if self._writer is not None:
+            _LOGGER.debug("%s: end of the stream; finishing the segment", self._name)
+        self._finish()
 
-    def _on_unsupported(self, codec: str | None) -> None:
-        self._unsupported = codec
-        self._notify()
+    def idle(self, seconds: float) -> None:
+        """Finish the file when the camera has been silent for a while: it is gone."""
+        if self._writer is not None and seconds > _IDLE_FINISH_SECONDS:
+            _LOGGER.debug("%s: no packets; finishing the segment", self._name)
+            self._finish()
+
+    def detached(self) -> None:
+        """Finish the file (the recorder stops)."""
+        self._finish()
 
     def _on_muxed(self, fragment: Fragment) -> None:
         """Write a fragment of the camera muxer: the file goes on, or a new one starts."""
@@ -326,8 +305,8 @@ class Segmenter(PacketConsumer):
             self._finish()  # another container (not expected: its end finished the file)
             writer = None
         if writer is None:
-            if not fragment.keyframe or self._blocked():
-                return  # files start with a keyframe, and only while recording may go on
+            if not fragment.keyframe:
+                return  # files start with a keyframe
             writer = self._open(fragment)
         elif fragment.keyframe and writer.elapsed(fragment) >= self._segment_seconds:
             previous = writer
@@ -347,7 +326,7 @@ class Segmenter(PacketConsumer):
         part = self._layout.new_part_path(self.camera_id, start)
         writer = SegmentWriter(part, fragment, start_wall=start)
         self._writer = writer
-        _LOGGER.debug("%s: recording %s", self._source.name, self._layout.relative(part))
+        _LOGGER.debug("%s: recording %s", self._name, self._layout.relative(part))
         self._notify()
         return writer
 
@@ -377,7 +356,7 @@ class Segmenter(PacketConsumer):
             size = final.stat().st_size
         except OSError as err:
             self._last_error = str(err)
-            _LOGGER.warning("%s: could not finish a segment: %s", self._source.name, err)
+            _LOGGER.warning("%s: could not finish a segment: %s", self._name, err)
             self._salvage(writer)
             return
         segment = Segment(self.camera_id, final, writer.start_wall, end, size)
@@ -398,7 +377,7 @@ class Segmenter(PacketConsumer):
         self._last_error = str(err) or type(err).__name__
         _LOGGER.warning(
             "%s: recording failed (%s); retrying in %.0f s",
-            self._source.name,
+            self._name,
             self._last_error,
             _WRITE_RETRY_SECONDS,
         )
@@ -407,7 +386,6 @@ class Segmenter(PacketConsumer):
             writer.abort()
             self._salvage(writer)
         self._retry_at = time.monotonic() + _WRITE_RETRY_SECONDS
-        self._muxer.resync()
         self._notify()
 
     def _salvage(self, writer: SegmentWriter) -> None:
@@ -419,37 +397,3 @@ class Segmenter(PacketConsumer):
             self._segments_written += 1
             self._last_segment_end = segment.end
             self._notify_segment(segment)
-
-    # ----- counters -----------------------------------------------------------------------------
-
-    def _count_repair(self, kind: str) -> None:
-        self._repairs += 1
-        self._repair_kinds[kind] = self._repair_kinds.get(kind, 0) + 1
-        self._log_counters()
-
-    def _log_counters(self, force: bool = False) -> None:
-        """Log new repairs and drops, at most once a minute per camera."""
-        now = time.monotonic()
-        if not force and now < self._log_at:
-            return
-        repairs = self._repairs - self._logged_repairs
-        drops = self._dropped - self._logged_drops
-        if not repairs and not drops:
-            return
-        self._log_at = now + _LOG_INTERVAL_SECONDS
-        self._logged_repairs = self._repairs
-        self._logged_drops = self._dropped
-        if repairs:
-            _LOGGER.warning(
-                "%s sends broken timestamps: repaired %d (%s); recording goes on",
-                self._source.name,
-                repairs,
-                ", ".join(f"{kind}: {count}" for kind, count in sorted(self._repair_kinds.items())),
-            )
-        if drops:
-            _LOGGER.warning(
-                "Recorder of %s could not keep up and lost %d packet(s) (%d in total)",
-                self._source.name,
-                drops,
-                self._dropped,
-            )

@@ -2,9 +2,8 @@
 
 - `store`: clips on disk (the shared day tree of `files.py` with labelled names, sidecars,
   scanning, recovery), the index and retention;
-- `buffer`: one camera's pre-roll in memory;
 - `handle`: a clip being made, as callers wait on it;
-- `recorder`: the clip thread of one camera;
+- `recorder`: the clips of one camera, a sink of its muxer (pre-roll from the muxer's ring);
 - `manager`: every camera's clips for Home Assistant (triggers, saves, listeners, retention).
 
 The names importers use are re-exported here.

@@ -1,4 +1,4 @@
-"""A clip being made: the handle callers wait on, and the clip's state in the clip thread."""
+"""A clip being made: the handle callers wait on, and the clip's state in the muxer thread."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import threading
 from typing import Any
 
 from ...detection import Box
+from ...media.muxer import Fragment
 from ..files import DayTree
-from .buffer import BufferedPacket
+from ..segment_writer import SegmentWriter
 from .store import SIDECAR_VERSION, EventClip, snapshot_path
-from .writer import ClipWriter
 
 
 def box_dict(box: Box | Mapping[str, float] | Sequence[float] | None) -> dict[str, float] | None:
@@ -88,7 +88,7 @@ class ClipHandle:
         return True
 
     def _resolve(self, clip: EventClip | None) -> None:
-        """Finish the handle (clip thread); waiters wake up in the loop."""
+        """Finish the handle (any thread); waiters wake up in the loop."""
         self._result = clip
         self._finished.set()
 
@@ -109,21 +109,19 @@ class ClipState:
     """One clip's state. Fields marked (lock) are shared with the callers' threads."""
 
     handle: ClipHandle
-    trigger_at: float  # time.monotonic() of the first trigger
+    trigger_at: float  # epoch second of the first trigger (or of the call, for a save)
     pre_roll: float
     max_length: float | None
-    end_at: float = math.inf  # (lock) monotonic deadline; inf while a label is held
+    end_at: float = math.inf  # (lock) epoch deadline of its media; inf while a label is held
     held: set[str] = field(default_factory=set)  # (lock)
     detections: dict[str, dict[str, Any]] = field(default_factory=dict)  # (lock)
     snapshot: bytes | None = None  # (lock) given, not yet written
     dirty: bool = False  # (lock) labels or detections changed since the sidecar was written
-    # Thread only:
-    writer: ClipWriter | None = None
-    opened_at: float = 0.0  # monotonic arrival of the first frame
-    origin: int = 0  # repaired dts of the first frame
-    need_keyframe: bool = False
+    done: bool = False  # (lock) finished (or given up) and reported
+    # Muxer thread only:
+    writer: SegmentWriter | None = None
+    last: Fragment | None = None  # the newest fragment written
     has_snapshot: bool = False
-    done: bool = False  # finished and reported
 
     def note(self, label: str, confidence: float | None, box: dict[str, float] | None) -> None:
         """Remember the best detection of `label` (lock held)."""
@@ -137,18 +135,7 @@ class ClipState:
         if self.handle._add_label(label):
             self.dirty = True
 
-    def too_long(self, entry: BufferedPacket) -> bool:
-        """Return True if writing this video frame would make the clip exceed `max_length`.
-
-        Measured on the media timeline, so the file is never longer than asked, whatever the
-        arrival jitter.
-        """
-        if self.max_length is None or entry.kind != "video":
-            return False
-        end = (entry.dts - self.origin + entry.duration) * entry.time_base
-        return float(end) > self.max_length + 1e-6
-
-    def sidecar(self, camera_id: str, writer: ClipWriter, end: float | None) -> dict[str, Any]:
+    def sidecar(self, camera_id: str, writer: SegmentWriter, end: float | None) -> dict[str, Any]:
         """Return the sidecar of the clip (lock held); `end` is None while it is written."""
         best_label, best = None, None
         for label, seen in self.detections.items():

@@ -1,7 +1,7 @@
-"""Event clips of every camera of one hub: buffers, triggers, index, retention, listeners.
+"""Event clips of every camera of one hub: pre-roll, triggers, index, retention, listeners.
 
-`ClipManager` methods run in the event loop and never block it (file work runs in the clip
-threads or the executor; only `resolve` touches the disk and is meant for the executor, like
+`ClipManager` methods run in the event loop and never block it (file work runs in the cameras'
+muxer threads or the executor; only `resolve` touches the disk and is meant for the executor, like
 `RecorderManager.resolve`).
 """
 
@@ -21,6 +21,7 @@ from homeassistant.util import dt as dt_util
 
 from ...detection import Box
 from ...media.consumer import PacketSource
+from ...media.fragments import CameraFragments
 from ..lifecycle import async_open_store
 from ..storage import resolve_inside
 from .handle import ClipHandle
@@ -48,9 +49,9 @@ MAX_SAVES: Final = 8
 
 
 class ClipManager:
-    """Event clips of every camera of one hub: buffers, triggers, index, retention, listeners.
+    """Event clips of every camera of one hub: pre-roll, triggers, index, retention, listeners.
 
-    Every method runs in the event loop; blocking work runs in the clip threads or the executor.
+    Every method runs in the event loop; blocking work runs in the muxer threads or the executor.
     """
 
     def __init__(
@@ -69,8 +70,8 @@ class ClipManager:
         """Prepare the manager; nothing is touched on disk before `async_start`.
 
         Clips go to `storage_root`/events. `buffer_seconds` (default `pre_roll`) bounds the
-        pre-roll of clips on demand; memory is about the camera's bitrate times that (plus a
-        GOP) per camera. `tz` defaults to Home Assistant's time zone.
+        pre-roll of clips on demand: each camera's muxer keeps that much of its fragments in its
+        ring (plus a GOP), shared with live HLS. `tz` defaults to Home Assistant's time zone.
         """
         self._hass = hass
         self.layout = ClipLayout(storage_root, tz or dt_util.get_default_time_zone())
@@ -92,7 +93,7 @@ class ClipManager:
     # ----- lifecycle --------------------------------------------------------------------------
 
     async def async_start(self) -> None:
-        """Recover clips left by a crash, index the folder, start retention and buffering."""
+        """Recover clips left by a crash, index the folder, start retention and the cameras."""
         self._cancel_timer = await async_open_store(
             self._hass,
             what="event clip(s)",
@@ -122,7 +123,7 @@ class ClipManager:
         return recovered
 
     async def async_stop(self) -> None:
-        """Finish every running clip and join every clip thread."""
+        """Finish every running clip and stop taking the cameras' fragments."""
         self._started = False
         if self._cancel_timer is not None:
             self._cancel_timer()
@@ -137,13 +138,18 @@ class ClipManager:
 
     # ----- cameras ----------------------------------------------------------------------------
 
-    async def async_add_camera(self, camera_id: str, hub: PacketSource) -> None:
-        """Buffer a camera's stream (its main stream: clips are copied, never transcoded)."""
+    async def async_add_camera(
+        self, camera_id: str, source: CameraFragments | PacketSource
+    ) -> None:
+        """Make a camera's clips from its shared muxer (or, given a hub, a muxer of their own).
+
+        Clips are its main stream copied, never transcoded.
+        """
         if camera_id in self._recorders:
             await self.async_remove_camera(camera_id)
         recorder = ClipRecorder(
             camera_id,
-            hub,
+            source,
             self.layout,
             self._hass.loop,
             pre_roll=self.pre_roll,
@@ -157,14 +163,14 @@ class ClipManager:
             recorder.start()
 
     async def async_remove_camera(self, camera_id: str) -> None:
-        """Stop buffering a camera; its running clip is finished, its files stay."""
+        """Stop making a camera's clips; its running clip is finished, its files stay."""
         recorder = self._recorders.pop(camera_id, None)
         if recorder is not None:
             await self._hass.async_add_executor_job(recorder.stop)
 
     @property
     def camera_ids(self) -> list[str]:
-        """Return the cameras being buffered."""
+        """Return the cameras whose clips are made."""
         return list(self._recorders)
 
     def _recorder(self, camera_id: str) -> ClipRecorder:
@@ -234,7 +240,7 @@ class ClipManager:
         return recorder.active if recorder is not None else None
 
     def buffered_seconds(self, camera_id: str) -> float:
-        """Return how much pre-roll a camera's buffer holds right now."""
+        """Return how much pre-roll a camera's ring holds right now."""
         recorder = self._recorders.get(camera_id)
         return recorder.buffered_seconds if recorder is not None else 0.0
 
@@ -279,7 +285,7 @@ class ClipManager:
         return _remove
 
     def _on_finished(self, _handle: ClipHandle, clip: EventClip | None) -> None:
-        """Index a clip finished by a clip thread and tell the loop (clip thread)."""
+        """Index a finished clip and tell the loop (a muxer thread)."""
         if clip is None:
             return
         self.index.add(clip)

@@ -1,26 +1,37 @@
-"""Event clips: the clip thread of one camera (pre-roll in memory, never the camera again).
+"""Event clips: the clip sink of one camera (pre-roll from the muxer's ring, never the camera).
 
-Per camera, a `ClipRecorder` thread is a thread subscriber of the camera's StreamHub and keeps
-a **pre-roll buffer** in memory (`buffer.PreRollBuffer`): the packets of the last
-`buffer_seconds`, extended back to the keyframe before them so that a clip can always start on
-a keyframe. A trigger opens a clip from that buffer (the newest keyframe at least `pre_roll`
-seconds before the trigger) and the clip then follows the live stream until the detection is
-released plus `post_roll` seconds, never longer than `max_length` seconds in all. Packets are
-copied into a fragmented MP4 by the recorder's own writer (`segmenter`): no second muxer, and a
-crash loses at most the fragment being built. Video is never decoded; audio other than AAC is
-transcoded to AAC as it arrives (`audio.AacAudio`), so the buffer and every clip hold AAC.
+Per camera, a `ClipRecorder` is a `FragmentSink` of the camera's one muxer
+(`media.fragments.CameraFragments`, shared with the recorder and live HLS): a clip never
+subscribes to the camera nor muxes a packet itself. It asks the muxer's **ring** to keep
+`buffer_seconds` of fragments; a trigger opens a clip from the ring (the newest keyframe
+fragment that arrived at least `pre_roll` seconds before the trigger), and the clip then takes
+the live fragments until the detection is released plus `post_roll` seconds, never longer than
+`max_length` seconds in all. A clip file is the muxer's init section and its fragments moved to
+start at 0 (`recorder.segment_writer.SegmentWriter`, as for segments), written in the muxer's
+thread as each fragment completes: a crash loses at most the fragment being built. Video is
+never decoded; audio is AAC (the muxer transcodes other codecs as it arrives).
 
+- **Whole fragments**: a fragment is cut at every keyframe and lasts at most
+  `fragment_seconds` (0.5 s). A clip ends at the fragment boundary nearest to its end (release
+  plus `post_roll`, within half a fragment). Decisions use the fragments' own times (the arrival
+  of their keyframe, `Fragment.arrived`), never the moment they are delivered.
 - **One event clip at a time per camera**: a trigger while a clip runs (or is in its
   post-roll) extends that clip and adds its label; the clip ends once every label that
   triggered it was released (plus post-roll), at `max_length`, when the camera goes away
-  (no packets, a new connection) or when the recorder stops. Labels still held then are
-  forgotten: the next trigger starts a new clip, so a detector stuck "on" cannot fill the disk.
+  (no packets for `idle_seconds`, a new connection, the hub stopped) or when the recorder
+  stops. Labels still held then are forgotten: the next trigger starts a new clip, so a
+  detector stuck "on" cannot fill the disk.
 - **Clips on demand** (`lightnvr.save_clip`) are independent of event clips: `duration`
-  seconds in all, `pre_roll` of them before the call (bounded by the buffer); like every
-  clip they start on a keyframe, so they may be up to one GOP longer.
-- `max_length` is measured on the media timeline: a file is never longer than that.
+  seconds in all, `pre_roll` of them before the call (bounded by `buffer_seconds`, what the ring
+  keeps for clips); like every clip they start on a keyframe, so they may be up to one GOP
+  longer.
+- `max_length` is measured on the media timeline: a file is never longer than that (a fragment
+  that would pass it is left out).
+- A clip never starts with fragments from before the camera went silent (`idle_seconds`).
+- The muxer runs for clips only while `buffer_seconds` > 0 or a clip is being made.
 
-`ClipRecorder` calls `on_finished` in its own thread and resolves `ClipHandle`s through
+`ClipRecorder` calls `on_finished` in the muxer's thread (also for a clip given up because no
+video came at all: the muxer reports silence through `idle`) and resolves `ClipHandle`s through
 `call_soon_threadsafe`. Where the files go and how they are finished is `store.py`'s.
 """
 
@@ -35,16 +46,11 @@ import threading
 import time
 from typing import Final
 
-import av
-import av.error
-
 from ...detection import Box
-from ...hub import MediaPacket
-from ...media.consumer import PacketConsumer, PacketSource
-from ...media.params import VIDEO_CODECS, video_extradata
-from ..audio import AacAudio
-from ..segmenter import DEFAULT_FRAGMENT_SECONDS
-from .buffer import BufferedPacket, PreRollBuffer
+from ...media.consumer import PacketSource
+from ...media.fragments import DEFAULT_FRAGMENT_SECONDS, CameraFragments
+from ...media.muxer import Fragment
+from ..segment_writer import SegmentWriter
 from .handle import ClipFinishedCallback, ClipHandle, ClipState, box_dict
 from .store import (
     MANUAL_LABEL,
@@ -57,7 +63,6 @@ from .store import (
     snapshot_path,
     write_sidecar,
 )
-from .writer import ClipWriter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,28 +72,29 @@ DEFAULT_MAX_LENGTH: Final = 120.0
 # A clip on demand longer than this is a recording, not a clip.
 MAX_SAVE_SECONDS: Final = 3600.0
 
-# The thread wakes up this often and takes everything queued meanwhile, instead of waking up
-# for every packet (a wake-up costs more CPU than buffering a packet, as in the segmenter).
-# Decisions use the packets' arrival stamps, so this delay never changes what a clip holds.
-_BATCH_SECONDS = 0.25
 # No packet for this long: the camera is gone, running clips are finished.
 _IDLE_FINISH_SECONDS = 5.0
-# After a clip's end, packets that arrived before it but are this late are not waited for.
-_LATE_PACKET_SECONDS = 1.0
-_QUEUE_PACKETS = 2048
+# The ring keeps this much more than the pre-roll: a fragment reaches the sinks up to a fragment
+# plus a batch interval after its first frame, and a trigger reaches the muxer thread later still.
+_RING_SLACK_SECONDS = 1.0
+# A clip that has no file this long after its end, while no fragment came meanwhile, is given up
+# (a camera that never sent video, a hub that is down): whoever waits on it gets None.
+_GIVE_UP_SECONDS = 2.0
+_EPSILON = 1e-6
 
 
-class ClipRecorder(PacketConsumer):
-    """Keeps one camera's pre-roll in memory and writes its clips, in its own thread.
+class ClipRecorder:
+    """Writes one camera's clips from its fragments (a `FragmentSink`, see the module doc).
 
-    The thread is a `PacketConsumer`: batched, draining what is queued on stop (running clips
-    get every packet that came before it), resubscribing after the hub restarts.
+    `source` is the camera's shared muxer, or a bare packet source (tests): the recorder then
+    runs a muxer of its own. `stop` (blocking: run it in an executor) finishes every running
+    clip; with a muxer of its own, packets already queued still go into them.
     """
 
     def __init__(
         self,
         camera_id: str,
-        source: PacketSource,
+        source: CameraFragments | PacketSource,
         layout: ClipLayout,
         loop: asyncio.AbstractEventLoop,
         *,
@@ -102,48 +108,71 @@ class ClipRecorder(PacketConsumer):
     ) -> None:
         """Prepare a recorder; nothing runs before `start`.
 
-        `buffer_seconds` (default `pre_roll`) is how much the buffer holds: the most pre-roll a
-        clip on demand can have. `on_finished(handle, clip)` runs in the clip thread.
+        `buffer_seconds` (default `pre_roll`) is how much the ring keeps for clips: the most
+        pre-roll a clip on demand can have. `on_finished(handle, clip)` runs in the muxer thread.
         """
-        layout.camera_dir(camera_id)  # refuses an unsafe id before any thread starts
-        super().__init__(
-            source,
-            label=f"Clip recorder of {camera_id}",
-            thread_name=f"lightnvr-clips-{camera_id}",
-            queue_packets=_QUEUE_PACKETS,
-            batch_seconds=_BATCH_SECONDS,
-            drain_on_stop=True,
-        )
+        layout.camera_dir(camera_id)  # refuses an unsafe id before anything runs
+        self._owns_muxer = not isinstance(source, CameraFragments)
+        if isinstance(source, CameraFragments):
+            self._fragments = source
+        else:
+            self._fragments = CameraFragments(
+                camera_id,
+                source,
+                fragment_seconds=fragment_seconds,
+                thread_name=f"lightnvr-clips-{camera_id}",
+            )
         self.camera_id = camera_id
         self._layout = layout
-        self._event_loop = loop  # not `_loop`: that is the consumer's thread loop
+        self._event_loop = loop
         self.pre_roll = max(0.0, pre_roll)
         self.post_roll = max(0.0, post_roll)
         self.max_length = max(1.0, max_length)
         self.buffer_seconds = max(self.pre_roll, buffer_seconds or 0.0)
-        self._fragment_seconds = fragment_seconds
         self._idle_seconds = idle_seconds
         self._on_finished = on_finished
 
-        self._lock = threading.Lock()  # guards _clips, _event and the (lock) fields of clips
+        # Guards _clips, _event, _closing and the (lock) fields of clips.
+        self._lock = threading.Lock()
         self._clips: list[ClipState] = []
         self._event: ClipState | None = None  # the clip new triggers extend
+        self._closing = False  # stop has begun: no new clips
+        self._started = False
 
-        self._buffer = PreRollBuffer(self.buffer_seconds)
-        self._generation: int | None = None
-        self._aac = AacAudio(source.name)
-        self._unsupported_logged: set[str] = set()
+        # Muxer thread only (read elsewhere without harm):
+        self._skew = 0.0  # epoch arrival minus media-dated start, from the newest keyframe
+        self._fresh_from = -math.inf  # fragments starting earlier precede a silence
+        self._delivered_at = 0.0  # time.monotonic() of the last fragment handed to us
 
         self.clips_written = 0
 
-    # ----- control (any thread) ---------------------------------------------------------------
+    # ----- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start taking the camera's fragments (and keeping the pre-roll in the ring)."""
+        self._started = True
+        self._fragments.retain(self, self.buffer_seconds + _RING_SLACK_SECONDS)
+        self._fragments.add_sink(self)
+        if self._owns_muxer:
+            self._fragments.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish every running clip and stop the thread. Blocking: run it in an executor."""
-        started = self._thread is not None
-        super().stop(timeout)  # the thread drains its queue, then finishes every clip
-        if not started:
-            self._finish_all()  # never started: give up pending clips so nobody waits forever
+        """Finish every running clip and stop taking fragments. Blocking: run it in an executor."""
+        with self._lock:
+            self._closing = True
+        if self._owns_muxer:
+            self._fragments.stop(timeout)  # drains what is queued: running clips get it
+        self._started = False
+        self._fragments.detach(self)  # finishes every clip (`detached`), also never started ones
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the recorder takes fragments (its own muxer's thread runs)."""
+        if self._owns_muxer:
+            return self._fragments.alive
+        return self._started
+
+    # ----- control (any thread) -------------------------------------------------------------------
 
     def trigger(
         self,
@@ -154,15 +183,15 @@ class ClipRecorder(PacketConsumer):
         snapshot: bytes | None = None,
     ) -> ClipHandle:
         """Start an event clip, or extend the running one; return its handle (quick)."""
-        if self._stopping.is_set():
-            raise ClipError(f"the clip recorder of {self.camera_id} is stopped")
-        now = time.monotonic()
+        now = time.time()
         box_data = box_dict(box)
         with self._lock:
+            if self._closing:
+                raise ClipError(f"the clip recorder of {self.camera_id} is stopped")
             clip = self._event
             if clip is None:
                 handle = ClipHandle(
-                    self.camera_id, label, self._event_loop, manual=False, triggered=time.time()
+                    self.camera_id, label, self._event_loop, manual=False, triggered=now
                 )
                 clip = ClipState(handle, now, self.pre_roll, self.max_length)
                 self._event = clip
@@ -173,7 +202,7 @@ class ClipRecorder(PacketConsumer):
             if snapshot and not clip.has_snapshot and clip.snapshot is None:
                 clip.snapshot = snapshot
             handle = clip.handle
-        self._wake.set()
+        self._fragments.wake()  # the muxer may have been idle
         return handle
 
     def release(self, label: str) -> bool:
@@ -181,7 +210,7 @@ class ClipRecorder(PacketConsumer):
 
         The clip ends `post_roll` seconds after the last of its labels is released.
         """
-        now = time.monotonic()
+        now = time.time()
         with self._lock:
             clip = self._event
             if clip is None or label not in clip.held:
@@ -189,16 +218,15 @@ class ClipRecorder(PacketConsumer):
             clip.held.discard(label)
             if not clip.held:
                 clip.end_at = now + self.post_roll
-        self._wake.set()
         return True
 
     def save(self, duration: float, pre_roll: float | None = None) -> ClipHandle:
         """Start a clip on demand: `duration` seconds in all, `pre_roll` of them before now.
 
-        The pre-roll is bounded by the buffer; the clip starts on the keyframe at or before
-        it, so it may be up to one GOP longer than asked.
+        The pre-roll is bounded by `buffer_seconds`; the clip starts on the keyframe at or
+        before it, so it may be up to one GOP longer than asked.
         """
-        if self._stopping.is_set():
+        if self._closing:
             raise ClipError(f"the clip recorder of {self.camera_id} is stopped")
         pre = self.pre_roll if pre_roll is None else pre_roll
         if not 0 < duration <= MAX_SAVE_SECONDS or not math.isfinite(duration):
@@ -212,15 +240,17 @@ class ClipRecorder(PacketConsumer):
                 pre,
                 self.buffer_seconds,
             )
-        now = time.monotonic()
-        handle = ClipHandle(
-            self.camera_id, MANUAL_LABEL, self._event_loop, manual=True, triggered=time.time()
-        )
+        now = time.time()
         pre = min(pre, self.buffer_seconds)  # the rest of the length comes after the call
-        clip = ClipState(handle, now, pre, None, end_at=now + (duration - pre))
         with self._lock:
+            if self._closing:
+                raise ClipError(f"the clip recorder of {self.camera_id} is stopped")
+            handle = ClipHandle(
+                self.camera_id, MANUAL_LABEL, self._event_loop, manual=True, triggered=now
+            )
+            clip = ClipState(handle, now, pre, None, end_at=now + (duration - pre))
             self._clips.append(clip)
-        self._wake.set()
+        self._fragments.wake()
         return handle
 
     @property
@@ -231,211 +261,180 @@ class ClipRecorder(PacketConsumer):
 
     @property
     def buffered_seconds(self) -> float:
-        """Return how many seconds of video the pre-roll buffer holds (from its keyframe)."""
-        return self._buffer.buffered_seconds
+        """Return how many seconds of video the ring offers as pre-roll (from its keyframe)."""
+        fragments = self._usable_ring()
+        if not fragments:
+            return 0.0
+        last = fragments[-1]
+        return max(0.0, last.start + last.duration - fragments[0].start)
 
-    # ----- the thread -------------------------------------------------------------------------
+    # ----- the sink (the muxer's thread) ----------------------------------------------------------
 
-    def _handle_packet(self, packet: MediaPacket) -> None:
-        try:
-            self._on_packet(packet)
-        except Exception:
-            # Never stop buffering for one bad packet: running clips end with what they have,
-            # the buffer starts over at the next keyframe.
-            _LOGGER.exception("Clip recorder of %s failed on a packet", self.camera_id)
-            self._finish_open("error")
-            self._buffer.clear()
+    def wants_fragments(self) -> bool:
+        """Return True while the ring must be filled or a clip is being made."""
+        return self._started and (self.buffer_seconds > 0 or bool(self._clips))
 
-    def _on_queue_closed(self) -> None:
-        """Finish the open clips: we stop, or the hub stopped (and may restart)."""
+    def handle_fragment(self, fragment: Fragment) -> None:
+        """Open pending clips (from the ring, which holds `fragment`) and extend running ones."""
+        self._delivered_at = time.monotonic()
+        if fragment.keyframe and fragment.arrived is not None:
+            self._skew = fragment.arrived - fragment.start
+        for clip in self._snapshot():
+            try:
+                if clip.writer is None:
+                    self._try_open(clip)
+                elif fragment is not clip.last:
+                    self._take(clip, fragment)
+            except Exception:
+                _LOGGER.exception("Clip recorder of %s failed on a fragment", self.camera_id)
+                self._finish(clip)  # with what it has
+
+    def end_of_container(self) -> None:
+        """Finish the running clips: a gap (new connection, hub stopped) is never hidden in one."""
         self._finish_open("the stream ended")
-        self._buffer.clear()
+        self._skew = 0.0
+        self._fresh_from = -math.inf  # the ring was emptied with the container
 
-    def _on_drops(self, count: int) -> None:
-        _LOGGER.warning(
-            "Clip recorder of %s could not keep up and lost %d packet(s) (%d in all)",
-            self.camera_id,
-            count,
-            self.dropped_packets,
-        )
-        # A lost packet breaks the references of the frames after it: the buffer starts over
-        # and running clips continue at the next keyframe.
-        self._buffer.clear()
-        for clip in self._snapshot():
-            clip.need_keyframe = True
-
-    def _on_waiting(self) -> None:
-        # No subscription (the hub is restarting): clips on demand still end on time.
-        self._check_deadlines(time.monotonic())
-
-    def _on_exit(self) -> None:
-        self._finish_all()
-
-    def _on_idle(self) -> None:
-        now = time.monotonic()
-        if now - self._last_packet_at > self._idle_seconds and (
-            self._buffer or any(clip.writer is not None for clip in self._snapshot())
-        ):
-            _LOGGER.debug("%s: no packets; finishing running clips", self.camera_id)
+    def idle(self, seconds: float) -> None:
+        """Open pending clips from the ring; finish running ones once the camera is gone."""
+        if seconds > self._idle_seconds:
             self._finish_open("no video")
-            self._buffer.clear()  # stale: a later clip must not start with it
-        self._check_deadlines(now)
-
-    def _check_deadlines(self, now: float) -> None:
-        """Finish clips whose end has passed while no packet came to tell."""
-        late = now - _LATE_PACKET_SECONDS
+            ring = self._fragments.recent()
+            if ring:  # stale: a later clip must not start with it
+                self._fresh_from = ring[-1].start + 1e-3
         for clip in self._snapshot():
-            if clip.writer is None and self._buffer and late > self._end_of(clip):
-                self._try_open(clip)  # e.g. a clip on demand that is all pre-roll
-            too_long = (
-                clip.writer is not None
-                and clip.max_length is not None
-                and late > clip.opened_at + clip.max_length
-            )
-            if too_long or self._claim(clip, late):
-                self._finish(clip)
+            if clip.writer is None:
+                self._try_open(clip)
+        self._give_up_silent()
+
+    def detached(self) -> None:
+        """Finish every clip (the recorder stops); those without video are given up."""
+        for clip in self._snapshot():
+            self._finish(clip)
+
+    # ----- clips ----------------------------------------------------------------------------------
 
     def _snapshot(self) -> list[ClipState]:
         with self._lock:
             return list(self._clips)
 
-    def _end_of(self, clip: ClipState) -> float:
-        """Return when (monotonic arrival time) the clip's last packet may have arrived."""
-        with self._lock:
-            return clip.end_at
+    def _wall(self, fragment: Fragment) -> float:
+        """Return the epoch second the fragment's first frame arrived."""
+        if fragment.arrived is not None:
+            return fragment.arrived
+        return fragment.start + self._skew
 
-    def _claim(self, clip: ClipState, arrival: float | None = None) -> bool:
+    def _usable_ring(self) -> list[Fragment]:
+        """Return the ring's fragments a clip may start with: from a keyframe, none stale."""
+        fragments = self._fragments.recent()
+        fresh = self._fresh_from
+        if fragments and fragments[0].start < fresh:
+            fragments = [fragment for fragment in fragments if fragment.start >= fresh]
+            while fragments and not fragments[0].keyframe:
+                fragments.pop(0)
+        return fragments
+
+    def _claim(self, clip: ClipState, when: float | None = None) -> bool:
         """Take a clip out of the running ones, so that no trigger extends it any more.
 
-        With `arrival`, only if the clip's end is before it: the check and the removal happen
-        under one lock, so a trigger either extends the clip in time or starts a new one.
+        With `when` (an epoch second of the media), only if the clip's end is before it: the
+        check and the removal happen under one lock, so a trigger either extends the clip in
+        time or starts a new one.
         """
         with self._lock:
-            if arrival is not None and arrival <= clip.end_at:
+            if when is not None and when <= clip.end_at:
                 return False
-            if clip in self._clips:
-                self._clips.remove(clip)
-            if self._event is clip:
-                self._event = None
+            self._forget(clip)
             return True
 
-    # ----- packets ----------------------------------------------------------------------------
+    def _forget(self, clip: ClipState) -> None:
+        """Remove a clip from the running ones (lock held)."""
+        if clip in self._clips:
+            self._clips.remove(clip)
+        if self._event is clip:
+            self._event = None
 
-    def _on_packet(self, packet: MediaPacket) -> None:
-        if packet.generation != self._generation:
-            self._new_generation(packet.generation)
-        for media in self._aac.convert(packet):  # audio other than AAC comes out as AAC
-            entry = self._buffer.entry(media)
-            if entry is not None:
-                self._on_entry(entry)
-
-    def _on_entry(self, entry: BufferedPacket) -> None:
-        self._buffer.add(entry)
+    def _give_up_silent(self) -> None:
+        """Give up clips that have no file long after their end while no fragment comes."""
+        if time.monotonic() - self._delivered_at < _GIVE_UP_SECONDS:
+            return  # fragments come: a pending clip opens (or ends) on the next one
+        now = time.time()
         for clip in self._snapshot():
-            if clip.writer is None:
-                # Opening writes the buffer up to this entry (or up to the clip's end).
-                self._try_open(clip)
-                if not clip.done and clip.writer is None and self._claim(clip, entry.received):
-                    self._finish(clip)  # its time is over and no video came: nothing to save
-            elif clip.too_long(entry) or self._claim(clip, entry.received):
-                self._finish(clip)
-            else:
-                self._write(clip, entry)
-            if clip.writer is not None:
-                self._update_side_files(clip)
+            if clip.writer is None and now > clip.end_at + _GIVE_UP_SECONDS:
+                _LOGGER.debug("%s: no video for a clip; giving it up", self.camera_id)
+                self._complete(clip, None)
 
-    def _new_generation(self, generation: int) -> None:
-        """Start over on a new connection: running clips end (a gap is never hidden in one)."""
-        if self._generation is not None:
-            self._finish_open("new connection")
-        self._generation = generation
-        info = self._aac.reset(self._source.info, generation)
-        # Another connection's info (the hub may be a step ahead) describes nothing buffered.
-        self._buffer.reset(
-            info if info is not None and info.generation == generation else None, generation
-        )
-
-    # ----- writing ----------------------------------------------------------------------------
+    # ----- writing (the muxer's thread) -----------------------------------------------------------
 
     def _try_open(self, clip: ClipState) -> None:
-        """Open a pending clip from the buffer, at the keyframe before its pre-roll."""
-        info = self._aac.stream_info(self._source.info)
-        if info is None or info.generation != self._generation or not self._buffer:
+        """Open a pending clip from the ring, at the keyframe fragment before its pre-roll."""
+        fragments = self._usable_ring()
+        if not fragments:
             return
-        if info.video_codec not in VIDEO_CODECS:
-            if info.video_codec not in self._unsupported_logged:
-                self._unsupported_logged.add(info.video_codec)
-                _LOGGER.warning(
-                    "%s: %s video cannot be saved as a clip without transcoding",
-                    self.camera_id,
-                    info.video_codec,
-                )
-            return
-        entries = self._buffer.entries()
-        target = clip.trigger_at - clip.pre_roll
-        start = 0  # the buffer always starts with a keyframe
-        for index, entry in enumerate(entries):
-            if entry.received > target:
+        for fragment in reversed(fragments):
+            if fragment.keyframe and fragment.arrived is not None:
+                self._skew = fragment.arrived - fragment.start
                 break
-            if entry.keyframe:
+        target = clip.trigger_at - clip.pre_roll
+        start = 0  # the usable ring starts on a keyframe
+        for index, fragment in enumerate(fragments):
+            if self._wall(fragment) > target + _EPSILON:
+                break
+            if fragment.keyframe:
                 start = index
-        first = entries[start]
-        start_wall = time.time() - (time.monotonic() - first.received)
+        first = fragments[start]
+        if self._claim(clip, self._middle(first)):
+            self._complete(clip, None)  # its time is over and no video came: nothing to save
+            return
+        start_wall = self._wall(first)
         try:
             part = self._layout.new_part_path(self.camera_id, start_wall, clip.handle.label)
-            writer = ClipWriter(
-                part,
-                info,
-                video_extradata(info, first.data),
-                self._buffer.audio_config(info),
-                start_wall=start_wall,
-                origin_seconds=first.dts * float(first.time_base),
-                fragment_seconds=self._fragment_seconds,
-            )
-        except (OSError, av.error.FFmpegError) as err:
+            writer = SegmentWriter(part, first, start_wall=start_wall)
+        except OSError as err:
             _LOGGER.warning("%s: could not start a clip: %s", self.camera_id, err)
             self._complete(clip, None)
             return
         clip.writer = writer
-        clip.opened_at = first.received
-        clip.origin = first.dts
         clip.handle.part_path = part
         _LOGGER.debug("%s: clip %s started", self.camera_id, self._layout.relative(part))
         self._update_side_files(clip, force=True)
-        for entry in entries[start:]:
-            if clip.too_long(entry) or self._claim(clip, entry.received):
-                self._finish(clip)
+        for fragment in fragments[start:]:
+            if not self._take(clip, fragment):
                 return
-            self._write(clip, entry)
-            if clip.writer is None:
-                return  # the write failed and the clip was finished
 
-    def _write(self, clip: ClipState, entry: BufferedPacket) -> None:
+    def _middle(self, fragment: Fragment) -> float:
+        """Return the epoch second of the middle of a fragment (clips end at the nearest cut)."""
+        return self._wall(fragment) + fragment.duration / 2
+
+    def _take(self, clip: ClipState, fragment: Fragment) -> bool:
+        """Write a fragment into a running clip, or finish the clip; True while it goes on."""
         writer = clip.writer
         if writer is None:
-            return
+            return False
+        fits = clip.max_length is None or (
+            writer.elapsed(fragment) + fragment.duration <= clip.max_length + _EPSILON
+        )
+        if (
+            fragment.init is not writer.init
+            or not fits
+            or self._claim(clip, self._middle(fragment))
+        ):
+            self._finish(clip)
+            return False
         try:
-            if entry.kind == "video":
-                if clip.need_keyframe:
-                    if not entry.keyframe:
-                        return
-                    clip.need_keyframe = False
-                writer.write_video(
-                    entry.data,
-                    entry.dts - clip.origin,
-                    entry.pts - clip.origin,
-                    entry.keyframe,
-                    entry.duration,
-                )
-            elif writer.audio is not None and not clip.need_keyframe:
-                writer.write_audio(
-                    entry.data, entry.dts, entry.pts, entry.time_base, entry.duration
-                )
-        except (OSError, av.error.FFmpegError) as err:
+            writer.append(fragment)
+        except OSError as err:
             _LOGGER.warning("%s: writing a clip failed: %s", self.camera_id, err)
             clip.writer = None
             writer.abort()
             self._complete(clip, self._salvage(writer.path))
+            return False
+        clip.last = fragment
+        self._update_side_files(clip)
+        if clip.max_length is not None and writer.duration >= clip.max_length - _EPSILON:
+            self._finish(clip)  # full: no fragment fits any more
+            return False
+        return True
 
     def _update_side_files(self, clip: ClipState, *, force: bool = False) -> None:
         """Write the snapshot once, and the sidecar when labels or detections changed."""
@@ -464,10 +463,6 @@ class ClipRecorder(PacketConsumer):
                 _LOGGER.debug("%s: clip ends (%s)", self.camera_id, reason)
                 self._finish(clip)
 
-    def _finish_all(self) -> None:
-        for clip in self._snapshot():
-            self._finish(clip)
-
     def _finish(self, clip: ClipState) -> None:
         """Close a clip, make it final (sidecar, mtime = end, rename) and report it."""
         if clip.done:
@@ -475,6 +470,11 @@ class ClipRecorder(PacketConsumer):
         self._claim(clip)  # from now on a trigger starts a new clip
         writer = clip.writer
         if writer is None:
+            self._complete(clip, None)
+            return
+        if not writer.fragments:
+            clip.writer = None
+            self._discard(writer)  # opened, but not one fragment was its: nothing to save
             self._complete(clip, None)
             return
         try:
@@ -488,13 +488,22 @@ class ClipRecorder(PacketConsumer):
             # Before the video: never a clip without its sidecar.
             write_sidecar(sidecar_path(self._layout.final_path(writer.path)), meta)
             final = self._layout.finish(writer.path, end)  # mtime = end, then renamed
-        except (OSError, av.error.FFmpegError) as err:
+        except OSError as err:
             _LOGGER.warning("%s: could not finish a clip: %s", self.camera_id, err)
             clip.writer = None
             writer.abort()
             self._complete(clip, self._salvage(writer.path))
             return
         self._complete(clip, clip_from_files(self._layout, self.camera_id, final, end=end))
+
+    def _discard(self, writer: SegmentWriter) -> None:
+        """Delete a clip's files that hold no video."""
+        writer.abort()
+        for path in (writer.path, sidecar_path(writer.path), snapshot_path(writer.path)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                _LOGGER.warning("%s: could not delete %s: %s", self.camera_id, path.name, err)
 
     def _salvage(self, part: Path) -> EventClip | None:
         """Keep the complete fragments of a clip that could not be finished normally."""
@@ -503,10 +512,16 @@ class ClipRecorder(PacketConsumer):
         return recover_clip_part(self._layout, self.camera_id, part)
 
     def _complete(self, clip: ClipState, result: EventClip | None) -> None:
-        if clip.done:
-            return
-        clip.done = True
-        self._claim(clip)
+        with self._lock:
+            if clip.done:
+                return
+            clip.done = True
+            self._forget(clip)
+        self._report(clip, result)
+        self._fragments.wake()  # the muxer may not be wanted any more
+
+    def _report(self, clip: ClipState, result: EventClip | None) -> None:
+        """Tell `on_finished`, then whoever waits on the handle."""
         if result is not None:
             self.clips_written += 1
             _LOGGER.debug(

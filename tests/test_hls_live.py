@@ -1,8 +1,8 @@
 """Live HLS with real parts: PyAV plays the live playlist over HTTP from HA's test server.
 
-Recording on: segments are byte ranges of the recorder's files (no muxer thread of our own).
-Recording off: an in-memory muxer fed by the camera's hub, stopped after the idle timeout.
-Switching recording while a player plays: the stream goes on, timestamps keep rising.
+Recording on: the fragments the recorder writes, from the camera's one muxer, kept in memory.
+Recording off: the same muxer runs for live HLS, which lets go of it after the idle timeout.
+Switching recording while a player plays: the stream goes on, no break, timestamps keep rising.
 """
 
 from __future__ import annotations

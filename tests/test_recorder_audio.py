@@ -412,7 +412,7 @@ async def test_event_clip_of_a_g711_camera_has_aac(
     media_cache: Path,
     make_manager: ManagerFactory,  # noqa: F811 - the fixture imported above
 ) -> None:
-    """A clip saved from the pre-roll buffer of an A-law camera has an AAC track."""
+    """A clip saved from the muxer's ring (pre-roll) of an A-law camera has an AAC track."""
     info, packets = demux(make_av_g711(media_cache), start=0.0)
     shift = time.monotonic() - packets[-1].received  # as if it streamed until now
     timed = [replace(p, received=p.received + shift) for p in packets]

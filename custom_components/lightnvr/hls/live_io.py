@@ -1,6 +1,6 @@
 """Live HLS bytes: init sections, segments and parts, all from memory.
 
-Chunks are the camera muxer's fragments (the recorder's or the in-memory muxer's), moved onto
+Chunks are the camera muxer's fragments (the same ones the recorder writes), moved onto
 the shared wall-clock timeline when first served, in the executor (a whole segment's bytes
 are then kept).
 """

@@ -1,7 +1,7 @@
-"""What live HLS hands around: chunks from either source, init sections, segments, windows.
+"""What live HLS hands around: chunks of the camera muxer, init sections, segments, windows.
 
-Shared by the in-memory muxer (`live_muxer`), which produces `LiveChunk`s, and the per-camera
-window (`live`), which groups chunks into `LiveSegment`s under `LiveInit` sections.
+The per-camera window (`live`) makes a `LiveChunk` of every fragment and groups them into
+`LiveSegment`s under `LiveInit` sections; the views serve them (`live_io`).
 """
 
 from __future__ import annotations

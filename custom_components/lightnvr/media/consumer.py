@@ -1,8 +1,8 @@
 """PacketConsumer: the one thread skeleton that reads a camera's StreamHub.
 
-The recorder (`recorder.segmenter.Segmenter`), live HLS's in-memory muxer
-(`hls.live_muxer.MemoryMuxer`) and detection's decoder (`detection.frames.FrameSource`) each
-run one thread that does the same thing around its own packet handler:
+A camera's muxer (`media.fragments.CameraFragments`, whose sinks are the recorder, event clips
+and live HLS) and detection's decoder (`detection.frames.FrameSource`) each run one thread
+that does the same thing around its own packet handler:
 
 - **subscribe** to the hub (`PacketSource.subscribe_thread`) from inside the thread, so that a
   hub that is slow to answer never holds up the caller of `start`;
@@ -19,8 +19,8 @@ run one thread that does the same thing around its own packet handler:
   waits for the thread with a timeout.
 
 Locking: `_queue_lock` only guards swapping `_queue`. Nothing ever waits, subscribes or
-unsubscribes while holding it, so an event-loop call that takes it (`request_stop`, a switch
-turning recording off) never waits for the thread, and the thread never waits for the loop.
+unsubscribes while holding it, so an event-loop call that takes it (`request_stop`) never
+waits for the thread, and the thread never waits for the loop.
 """
 
 from __future__ import annotations

@@ -83,6 +83,30 @@ class FragmentSink(Protocol):
         """Finish what it writes: it was detached (`CameraFragments.detach`)."""
 
 
+def shared_or_own(
+    source: CameraFragments | PacketSource,
+    name: str,
+    *,
+    thread_name: str,
+    fragment_seconds: float = DEFAULT_FRAGMENT_SECONDS,
+    queue_packets: int = DEFAULT_QUEUE_PACKETS,
+) -> tuple[CameraFragments, bool]:
+    """Return the camera's shared muxer, or a muxer of the caller's own over a packet source.
+
+    The second value is True for a muxer of its own: the caller starts and stops it.
+    """
+    if isinstance(source, CameraFragments):
+        return source, False
+    own = CameraFragments(
+        name,
+        source,
+        fragment_seconds=fragment_seconds,
+        queue_packets=queue_packets,
+        thread_name=thread_name,
+    )
+    return own, True
+
+
 class CameraFragments(PacketConsumer):
     """Muxes one camera once for every MP4 consumer, in its own thread (see the module doc)."""
 
@@ -107,7 +131,8 @@ class CameraFragments(PacketConsumer):
             join_seconds=_STOP_SECONDS,
         )
         self.name = name
-        self._sinks: tuple[FragmentSink, ...] = ()
+        self._sinks: tuple[FragmentSink, ...] = ()  # replaced, never changed in place
+        self._sinks_lock = threading.Lock()  # guards replacing _sinks; never held for long
         self._deliver_lock = threading.RLock()  # held while sinks are called (and to detach)
         self._ring: deque[Fragment] = deque()
         self._ring_lock = threading.Lock()
@@ -150,22 +175,29 @@ class CameraFragments(PacketConsumer):
         return self._source.name
 
     def add_sink(self, sink: FragmentSink) -> None:
-        """Start handing fragments to `sink` (the thread subscribes if it was idle)."""
-        with self._deliver_lock:
+        """Start handing fragments to `sink` (the thread subscribes if it was idle).
+
+        Never waits for a delivery in progress: safe on the event loop.
+        """
+        with self._sinks_lock:
             if sink not in self._sinks:
                 self._sinks = (*self._sinks, sink)
         self.wake()
 
     def remove_sink(self, sink: FragmentSink) -> None:
         """Stop handing fragments to `sink` without waiting (it may get one more)."""
-        self._sinks = tuple(other for other in self._sinks if other is not sink)
+        with self._sinks_lock:
+            self._sinks = tuple(other for other in self._sinks if other is not sink)
         self.release(sink)
         self.wake()
 
     def detach(self, sink: FragmentSink) -> None:
-        """Remove `sink` once no delivery runs, then call `sink.detached()`. Blocking."""
+        """Remove `sink`, wait for a delivery in progress, then call `sink.detached()`.
+
+        Blocking (a sink may be writing a file): run it in an executor.
+        """
+        self.remove_sink(sink)
         with self._deliver_lock:
-            self.remove_sink(sink)
             sink.detached()
 
     def wake(self) -> None:

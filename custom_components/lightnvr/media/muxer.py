@@ -1,8 +1,7 @@
 """CameraMuxer: a camera's packets → fMP4 fragments in memory, muxed once for every consumer.
 
-The recorder (`recorder.segmenter`) and live HLS's in-memory muxer (`hls.live_muxer`) run one
-`CameraMuxer` each in their consumer thread, and never both for one camera at once: while the
-camera records, live HLS takes the recorder's fragments. What it does to every packet is the
+Each camera has one, run by its muxer thread (`media.fragments.CameraFragments`), whose
+fragments the recorder, event clips and live HLS all take. What it does to every packet is the
 one way the integration prepares a camera's media for MP4:
 
 - **one container per connection** (`MediaPacket.generation`), opened at its first keyframe, a

@@ -35,7 +35,12 @@ from pathlib import Path
 import time
 
 from ..media.consumer import PacketSource
-from ..media.fragments import DEFAULT_FRAGMENT_SECONDS, DEFAULT_QUEUE_PACKETS, CameraFragments
+from ..media.fragments import (
+    DEFAULT_FRAGMENT_SECONDS,
+    DEFAULT_QUEUE_PACKETS,
+    CameraFragments,
+    shared_or_own,
+)
 from ..media.muxer import Fragment
 from .segment_writer import FragmentInfo, SegmentWriter
 from .storage import Segment, StorageLayout, recover_part
@@ -120,17 +125,13 @@ class Segmenter:
         on_state: StateCallback | None = None,
     ) -> None:
         """Prepare a recorder; nothing runs before `start`."""
-        self._owns_muxer = not isinstance(source, CameraFragments)
-        if isinstance(source, CameraFragments):
-            self._fragments = source
-        else:
-            self._fragments = CameraFragments(
-                camera_id,
-                source,
-                fragment_seconds=fragment_seconds,
-                queue_packets=queue_packets,
-                thread_name=f"lightnvr-rec-{camera_id}",
-            )
+        self._fragments, self._owns_muxer = shared_or_own(
+            source,
+            camera_id,
+            thread_name=f"lightnvr-rec-{camera_id}",
+            fragment_seconds=fragment_seconds,
+            queue_packets=queue_packets,
+        )
         self._name = self._fragments.source_name
         self.camera_id = camera_id
         self._layout = layout

@@ -48,7 +48,7 @@ from typing import Final
 
 from ...detection import Box
 from ...media.consumer import PacketSource
-from ...media.fragments import DEFAULT_FRAGMENT_SECONDS, CameraFragments
+from ...media.fragments import DEFAULT_FRAGMENT_SECONDS, CameraFragments, shared_or_own
 from ...media.muxer import Fragment
 from ..segment_writer import SegmentWriter
 from .handle import ClipFinishedCallback, ClipHandle, ClipState, box_dict
@@ -112,16 +112,12 @@ class ClipRecorder:
         pre-roll a clip on demand can have. `on_finished(handle, clip)` runs in the muxer thread.
         """
         layout.camera_dir(camera_id)  # refuses an unsafe id before anything runs
-        self._owns_muxer = not isinstance(source, CameraFragments)
-        if isinstance(source, CameraFragments):
-            self._fragments = source
-        else:
-            self._fragments = CameraFragments(
-                camera_id,
-                source,
-                fragment_seconds=fragment_seconds,
-                thread_name=f"lightnvr-clips-{camera_id}",
-            )
+        self._fragments, self._owns_muxer = shared_or_own(
+            source,
+            camera_id,
+            thread_name=f"lightnvr-clips-{camera_id}",
+            fragment_seconds=fragment_seconds,
+        )
         self.camera_id = camera_id
         self._layout = layout
         self._event_loop = loop

@@ -40,8 +40,9 @@ DEFAULT_FRAGMENT_SECONDS = 0.5
 # About 80 s of a 25 fps camera (28 s with AAC audio): room for a slow disk to catch up before
 # packets are lost (and counted). Queued packets are shared with other consumers, not copied.
 DEFAULT_QUEUE_PACKETS = 2048
-# What the ring holds unless a sink asks for more: a first live viewer's window.
-DEFAULT_RING_SECONDS = 10.0
+# What the ring holds unless a sink asks for more (event clips ask for their pre-roll): a first
+# live viewer's three segments. It is memory: about 3 MB for a 4 Mbit/s camera.
+DEFAULT_RING_SECONDS = 6.0
 
 # The thread wakes up this often and muxes everything queued meanwhile, instead of waking up
 # for every packet: on these machines a thread wake-up costs more CPU than muxing a packet.

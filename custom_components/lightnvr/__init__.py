@@ -21,6 +21,7 @@ from .recorder.manager import RecorderManager
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 from .source import redact_url
 from .views import async_register_views
+from .websocket_api import async_setup_websocket_api
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the HTTP views once (they look up the loaded hub on each request)."""
     async_register_views(hass)
     async_register_hls_views(hass)
+    async_setup_websocket_api(hass)
     return True
 
 

@@ -70,6 +70,7 @@ class EventClip(TimedFile):
     snapshot: Path | None = None  # the `.jpg`, if one was given
     trigger: float | None = None  # epoch seconds of the first trigger (after `start`: pre-roll)
     manual: bool = False  # saved on demand (`lightnvr.save_clip`)
+    best_label: str | None = None  # the label of the best detection (the sidecar's)
 
     @property
     def label(self) -> str:
@@ -184,6 +185,7 @@ def clip_from_files(
         snapshot=snapshot if snapshot.exists() else None,
         trigger=_float_or_none(meta.get("trigger")),
         manual=bool(meta.get("manual", False)),
+        best_label=best if isinstance(best := meta.get("best_label"), str) else None,
     )
 
 

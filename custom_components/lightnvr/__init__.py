@@ -28,6 +28,8 @@ _LOGGER = logging.getLogger(__name__)
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
     Platform.CAMERA,
+    Platform.EVENT,
+    Platform.IMAGE,
     Platform.SENSOR,
     Platform.SWITCH,
 ]

@@ -49,6 +49,8 @@ DEFAULT_OBJECT_MIN_CONFIDENCE: Final = 0.6
 DEFAULT_EVENT_RETENTION_DAYS: Final = 30
 
 EVENT_DETECTION: Final = "lightnvr_detection"
+# Fired once the event clip of a detection is finished (same `event_id` as its detection).
+EVENT_CLIP_READY: Final = "lightnvr_clip_ready"
 LABEL_MOTION: Final = "motion"
 
 # Camera subentries.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 import logging
 from typing import Any, Protocol
 
@@ -11,14 +12,14 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
-from .const import DOMAIN
+from .const import DOMAIN, EVENT_CLIP_READY
 from .detection.events import DetectionEvents
 from .detection.pipeline import DetectionOptions, DetectionPipeline
 from .engine.base import StreamEngine
 from .hub import StreamHub
 from .media.fragments import CameraFragments
 from .models import CameraConfig, HubOptions
-from .recorder.clips import ClipError, ClipManager
+from .recorder.clips import ClipError, ClipHandle, ClipManager, EventClip
 from .recorder.manager import RecorderManager
 
 _LOGGER = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class LightNvrRuntime:
     fragments: dict[str, CameraFragments] = field(default_factory=dict)
     # Live and recorded HLS (hls.views.HlsService): set once the recorder runs.
     hls: HlsServiceLike | None = None
+    # Per running event clip: (event_id, camera entity id) of each detection it covers, told
+    # in `lightnvr_clip_ready` once the clip is finished.
+    clip_detections: dict[ClipHandle, list[tuple[str, str | None]]] = field(default_factory=dict)
     stopped: bool = False
 
     def detection_options(self, camera: CameraConfig) -> DetectionOptions:
@@ -107,17 +111,62 @@ class LightNvrRuntime:
             return
         try:
             if started:
-                self.clips.async_trigger(
+                handle = self.clips.async_trigger(
                     camera_id,
                     label,
                     confidence=data.get("confidence"),
                     box=data.get("box"),
                     snapshot=snapshot,
                 )
+                if (event_id := data.get("event_id")) is not None:
+                    self._note_clip_detection(handle, event_id, data.get("camera_entity_id"))
             else:
                 self.clips.async_release(camera_id, label)
         except ClipError as err:
             _LOGGER.warning("No event clip for %s: %s", label, err)
+
+    def _note_clip_detection(
+        self, handle: ClipHandle, event_id: str, camera_entity_id: str | None
+    ) -> None:
+        """Remember that `handle`'s clip covers this detection; wait for the clip once."""
+        detections = self.clip_detections.get(handle)
+        if detections is not None:  # a detection extending the running clip
+            detections.append((event_id, camera_entity_id))
+            return
+        self.clip_detections[handle] = [(event_id, camera_entity_id)]
+        self.hass.async_create_background_task(
+            self._async_clip_ready(handle), f"lightnvr clip ready {handle.camera_id}"
+        )
+
+    async def _async_clip_ready(self, handle: ClipHandle) -> None:
+        """Fire `lightnvr_clip_ready` for each detection of a finished clip.
+
+        One event per detection, each with its own `event_id`: a notification about any of
+        them can be updated (by tag) with the clip that shows it.
+        """
+        try:
+            clip = await handle.wait()
+        finally:
+            detections = self.clip_detections.pop(handle, [])
+        if clip is None:  # nothing could be written: no clip to show
+            return
+        for event_id, camera_entity_id in detections:
+            self.hass.bus.async_fire(
+                EVENT_CLIP_READY, self.clip_ready_data(clip, event_id, camera_entity_id)
+            )
+
+    def clip_ready_data(
+        self, clip: EventClip, event_id: str, camera_entity_id: str | None
+    ) -> dict[str, Any]:
+        """Return the `lightnvr_clip_ready` event data of a finished clip."""
+        return {
+            "camera_entity_id": camera_entity_id,
+            "event_id": event_id,
+            "labels": list(clip.labels),
+            "media_content_id": f"media-source://{DOMAIN}/{self.clips.relative(clip.path)}",
+            "start": datetime.fromtimestamp(clip.start, UTC).isoformat(),
+            "end": datetime.fromtimestamp(clip.end, UTC).isoformat(),
+        }
 
     async def _async_stop_detection(self, camera_id: str) -> None:
         if (events := self.detection_events.pop(camera_id, None)) is not None:

@@ -111,17 +111,23 @@ def _first_frame_after_seek(url: str, offset: float) -> float:
     """Seek a player `offset` seconds into a playlist (as a browser would); return the frame time.
 
     FFmpeg's HLS demuxer seeks on its own timeline (the first packet's time plus seconds into
-    the playlist) and drops what comes before the target up to the next keyframe.
+    the playlist) to a keyframe at or before the target (how far before depends on the FFmpeg
+    version: up to a segment); like a browser's player, frames before the target are decoded
+    but not shown, so the first frame shown is the first at or after it.
     """
     with av.open(url, timeout=(20, 20)) as container:
         first = container.start_time or 0  # microseconds
+        target = first / 1_000_000 + offset
         container.seek(first + round(offset * 1_000_000))
         for packet in container.demux():
             if packet.stream is None or packet.stream.type != "video":
                 continue
             for frame in packet.decode():
-                if frame.pts is not None and frame.time_base:
-                    return float(frame.pts * frame.time_base)
+                if frame.pts is None or not frame.time_base:
+                    continue
+                shown = float(frame.pts * frame.time_base)
+                if shown >= target - 0.02:
+                    return shown
     raise AssertionError("no frame after seeking")
 
 

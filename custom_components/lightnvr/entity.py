@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
-from homeassistant.helpers.entity_platform import async_get_platforms
+from homeassistant.helpers.entity_platform import (
+    AddConfigEntryEntitiesCallback,
+    async_get_platforms,
+)
 
 from .const import DOMAIN, MANUFACTURER
 from .hub import StreamHub
 from .models import CameraConfig
-from .runtime import LightNvrRuntime, camera_removed_signal
+from .runtime import LightNvrConfigEntry, LightNvrRuntime, camera_removed_signal
+
+if TYPE_CHECKING:
+    from .detection.events import DetectionEvents
 
 
 class LightNvrCameraEntity(Entity):
@@ -82,3 +89,36 @@ def async_remove_stale_entities(
             registry.async_remove(entity.entity_id)
             removed.append(entity.entity_id)
     return removed
+
+
+@callback
+def async_setup_detection_entities(
+    hass: HomeAssistant,
+    entry: LightNvrConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    *,
+    domain: str,
+    unique_id: Callable[[str], str],
+    create: Callable[[CameraConfig, DetectionEvents], Entity],
+) -> None:
+    """Add one entity per camera that runs detection, now and for cameras added later.
+
+    A camera whose detection was switched off loses its old entity of this platform.
+    """
+    runtime = entry.runtime_data
+
+    def add_camera(camera: CameraConfig) -> None:
+        wanted = unique_id(camera.camera_id)
+        events = runtime.detection_events.get(camera.camera_id)
+        if events is None:
+            async_remove_stale_entities(
+                hass,
+                entry.entry_id,
+                stale=lambda entity: entity.domain == domain and entity.unique_id == wanted,
+            )
+            return
+        async_add_entities([create(camera, events)], config_subentry_id=camera.camera_id)
+
+    runtime.entity_factories.append(add_camera)
+    for camera in runtime.cameras.values():
+        add_camera(camera)

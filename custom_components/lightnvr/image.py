@@ -13,7 +13,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .detection.events import Detection, DetectionEvents, image_entity_unique_id
-from .entity import LightNvrCameraEntity, async_remove_stale_entities
+from .entity import LightNvrCameraEntity, async_setup_detection_entities
 from .models import CameraConfig
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
@@ -28,26 +28,14 @@ async def async_setup_entry(
 ) -> None:
     """Add a last-detection image for every camera that runs detection."""
     runtime = entry.runtime_data
-
-    def add_camera(camera: CameraConfig) -> None:
-        unique_id = image_entity_unique_id(camera.camera_id)
-        events = runtime.detection_events.get(camera.camera_id)
-        if events is None:
-            # Detection switched off for this camera: its old entity goes.
-            async_remove_stale_entities(
-                hass,
-                entry.entry_id,
-                stale=lambda entity: entity.domain == "image" and entity.unique_id == unique_id,
-            )
-            return
-        async_add_entities(
-            [LastDetectionImage(hass, runtime, camera, events)],
-            config_subentry_id=camera.camera_id,
-        )
-
-    runtime.entity_factories.append(add_camera)
-    for camera in runtime.cameras.values():
-        add_camera(camera)
+    async_setup_detection_entities(
+        hass,
+        entry,
+        async_add_entities,
+        domain="image",
+        unique_id=image_entity_unique_id,
+        create=lambda camera, events: LastDetectionImage(hass, runtime, camera, events),
+    )
 
 
 class LastDetectionImage(LightNvrCameraEntity, ImageEntity):

@@ -64,31 +64,48 @@ async def existing_recording(
     )
 
 
-class RecordingView(HomeAssistantView):
-    """Serve one finished recording file, with HTTP Range support for seeking."""
+class StoredFileView(HomeAssistantView):
+    """Serve one finished file of the storage root that `find` accepts (Range supported)."""
 
-    url = RECORDINGS_URL + "/{relative:.+}"
-    name = "api:lightnvr:recording"
     requires_auth = True
+    content_type: str
+    kind: str  # for logs
 
     def __init__(self, hass: HomeAssistant) -> None:
         """Keep hass to find the hub per request."""
         self.hass = hass
+
+    async def find(self, entry: LightNvrConfigEntry, relative: str) -> Path | None:
+        """Return the file to serve, or None for anything else (off the event loop)."""
+        raise NotImplementedError
 
     async def get(self, request: web.Request, relative: str) -> web.StreamResponse:
         """Return the file (aiohttp answers Range requests with 206 by itself)."""
         entry = loaded_entry(self.hass)
         if entry is None:
             raise web.HTTPNotFound
-        path = await existing_recording(self.hass, entry, relative)
+        path = await self.find(entry, relative)
         if path is None:
-            _LOGGER.debug("Refused recording request for %r", relative)
+            _LOGGER.debug("Refused %s request for %r", self.kind, relative)
             return web.Response(status=HTTPStatus.NOT_FOUND)
         return web.FileResponse(
             path,
             headers={
-                "Content-Type": "video/mp4",
-                # A finished segment never changes; only this user's browser may keep it.
+                "Content-Type": self.content_type,
+                # A finished file never changes; only this user's browser may keep it.
                 "Cache-Control": "private, max-age=3600",
             },
         )
+
+
+class RecordingView(StoredFileView):
+    """Serve one finished recording file, with HTTP Range support for seeking."""
+
+    url = RECORDINGS_URL + "/{relative:.+}"
+    name = "api:lightnvr:recording"
+    content_type = "video/mp4"
+    kind = "recording"
+
+    async def find(self, entry: LightNvrConfigEntry, relative: str) -> Path | None:
+        """Return a finished recording."""
+        return await existing_recording(self.hass, entry, relative)

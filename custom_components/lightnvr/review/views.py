@@ -9,18 +9,14 @@ exists.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 import logging
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
-from homeassistant.components.http import HomeAssistantView
-from homeassistant.core import HomeAssistant
-
 from ..recorder.clips import CLIP_SUFFIX, SNAPSHOT_SUFFIX, ClipManager
 from ..recorder.storage import UnsafePathError
-from ..views import loaded_entry
+from ..runtime import LightNvrConfigEntry
+from ..views import StoredFileView
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,33 +42,16 @@ def _existing_snapshot(clips: ClipManager, relative: str) -> Path | None:
     return path if path.is_file() else None
 
 
-class SnapshotView(HomeAssistantView):
+class SnapshotView(StoredFileView):
     """Serve the snapshot (JPEG) of an event clip."""
 
     url = SNAPSHOT_URL + "/{relative:.+}"
     name = "api:lightnvr:snapshot"
-    requires_auth = True
+    content_type = "image/jpeg"
+    kind = "snapshot"
 
-    def __init__(self, hass: HomeAssistant) -> None:
-        """Keep hass to find the hub per request."""
-        self.hass = hass
-
-    async def get(self, request: web.Request, relative: str) -> web.StreamResponse:
-        """Return the JPEG."""
-        entry = loaded_entry(self.hass)
-        if entry is None:
-            raise web.HTTPNotFound
-        path = await self.hass.async_add_executor_job(
+    async def find(self, entry: LightNvrConfigEntry, relative: str) -> Path | None:
+        """Return the snapshot of an indexed clip."""
+        return await self.hass.async_add_executor_job(
             _existing_snapshot, entry.runtime_data.clips, relative
-        )
-        if path is None:
-            _LOGGER.debug("Refused snapshot request for %r", relative)
-            return web.Response(status=HTTPStatus.NOT_FOUND)
-        return web.FileResponse(
-            path,
-            headers={
-                "Content-Type": "image/jpeg",
-                # A clip's snapshot never changes; only this user's browser may keep it.
-                "Cache-Control": "private, max-age=3600",
-            },
         )

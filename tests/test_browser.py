@@ -124,8 +124,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
+def dashboard() -> dict[str, Any]:
+    """The default dashboard's config (a test module may override this fixture)."""
+    return DASHBOARD
+
+
+@pytest.fixture
 async def frontend_url(
-    hass: HomeAssistant, hass_storage: dict[str, Any], socket_enabled: None
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    dashboard: dict[str, Any],
+    socket_enabled: None,
 ) -> str:
     """HA's real frontend served on a free 127.0.0.1 port, onboarded, with the test dashboard.
 
@@ -148,7 +157,7 @@ async def frontend_url(
         "version": 1,
         "minor_version": 1,
         "key": "lovelace",
-        "data": {"config": DASHBOARD},
+        "data": {"config": dashboard},
     }
     port = _free_port()
     assert await async_setup_component(

@@ -10,6 +10,7 @@ from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.typing import ConfigType
 
+from .card import async_register_card
 from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
@@ -37,10 +38,11 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the HTTP views once (they look up the loaded hub on each request)."""
+    """Register the HTTP views once (they look up the loaded hub on each request), the card."""
     async_register_views(hass)
     async_register_hls_views(hass)
     async_setup_websocket_api(hass)
+    await async_register_card(hass)
     return True
 
 

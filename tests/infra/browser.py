@@ -358,7 +358,11 @@ class Page:
         elif event.method == "Runtime.exceptionThrown":
             details = event.params.get("exceptionDetails", {})
             exception = details.get("exception", {})
-            self.errors.append(str(exception.get("description", details.get("text", ""))))
+            where = f" at {details.get('url', '')}:{details.get('lineNumber', '')}"
+            text = exception.get("description") or details.get("text", "")
+            if exception.get("type") == "object" and exception.get("preview"):
+                text = f"{text} {exception['preview'].get('properties')}"
+            self.errors.append(f"{text}{where}")
         for method, future in list(self._waiters):
             if method == event.method and not future.done():
                 future.set_result(event.params)
@@ -418,6 +422,25 @@ class Page:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{expression!r} still {last!r} after {timeout} s")
             await asyncio.sleep(interval)
+
+    async def hover(self, x: float, y: float) -> None:
+        """Move the mouse to a point of the viewport."""
+        await self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+
+    async def click(self, x: float, y: float) -> None:
+        """Click the left mouse button at a point of the viewport, as a user would."""
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1},
+            )
+
+    async def set_viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        """Lay the page out at this size (a phone: 360 px wide, with mobile emulation)."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
 
     async def screenshot(self) -> bytes:
         """The tab's viewport as PNG bytes."""

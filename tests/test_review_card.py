@@ -177,6 +177,127 @@ async def _wait(page: Page, expression: str, timeout: float, shot: Path) -> Any:
         ) from err
 
 
+async def _key(page: Page, key: str, code: str, key_code: int) -> None:
+    """Press and release a key, as a keyboard does (to the focused element)."""
+    for kind in ("keyDown", "keyUp"):
+        await page.send(
+            "Input.dispatchKeyEvent",
+            {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": key_code},
+        )
+
+
+async def _card_value(page: Page, expression: str) -> Any:
+    """Evaluate an expression over the card (`card`) and its shadow root (`root`)."""
+    return await page.evaluate(
+        f"(() => {{ const card = {FIND_CARD}; const root = card.shadowRoot; "
+        f"return {expression}; }})()"
+    )
+
+
+async def _controls_keyboard_and_markers(
+    page: Page, events: list[dict[str, Any]], shot: Path
+) -> None:
+    """Speed, space and arrows while playing; a marker's thumbnail on hover, its clip on click."""
+    # The click on the track left the focus on the timeline: Space pauses, ← goes 10 s back.
+    await _key(page, " ", "Space", 32)
+    await _wait(page, f"(() => {{ const p = {PLAYBACK}; return p && p.paused; }})()", 10, shot)
+    at = (await page.evaluate(PLAYBACK))["wall"]
+    await _key(page, "ArrowLeft", "ArrowLeft", 37)
+    requested = await _card_value(page, "card.playback.requested")
+    assert requested == pytest.approx(at - 10, abs=0.5)
+    await _wait(
+        page, f"(() => {{ const p = {PLAYBACK}; return p && !p.paused && p; }})()", 20, shot
+    )
+    await _click_selector(page, 'button.speed[data-rate="4"]')
+    assert await _card_value(page, "card.recordedVideo().playbackRate") == 4
+    await _click_selector(page, 'button.speed[data-rate="1"]')
+
+    # Hovering the detection's marker shows its snapshot (signed URL, loaded by the browser);
+    # clicking it plays its clip's time from the start.
+    detection = next(event for event in events if event["thumbnail"])
+    marker = await _card_value(
+        page,
+        f"(() => {{ const r = root.querySelector('.marker[data-time=\"{detection['time']}\"]')"
+        ".getBoundingClientRect(); return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()",
+    )
+    await page.hover(marker["x"], marker["y"])
+    thumbnail = await _wait(
+        page,
+        f"(() => {{ const img = {FIND_CARD}.shadowRoot.querySelector('.tooltip img');"
+        " return img && !img.hidden && img.complete && img.naturalWidth > 0 && img.src; })()",
+        15,
+        shot,
+    )
+    assert thumbnail.split("?")[0].endswith(detection["thumbnail"].split("?")[0])
+    shot.with_name("review-card-marker.png").write_bytes(await page.screenshot())
+    await page.click(marker["x"], marker["y"])
+    await _wait(
+        page,
+        f"(() => {{ const c = {FIND_CARD}; return c.playback && "
+        f"Math.abs(c.playback.requested - {detection['start']}) < 0.01; }})()",
+        15,
+        shot,
+    )
+
+    # Zoom out: the next width up.
+    await _click_selector(page, "button.zoom-out")
+    view = await _card_value(page, "card.view")
+    assert view["end"] - view["start"] == pytest.approx(1800)
+    assert await _card_value(page, "root.querySelector('.zoom-label').textContent") == "30m"
+
+
+# The card's editor as the dashboard editor uses it: HA's form over the card's config; a change
+# in the form comes back as the `config-changed` event the dashboard editor saves.
+EDITOR = f"""
+(async () => {{
+  const card = customElements.get("{CARD_TYPE}");
+  const editor = card.getConfigElement();
+  editor.hass = document.querySelector("home-assistant").hass;
+  editor.setConfig({json.dumps(CARD_CONFIG)});
+  document.body.append(editor);
+  const deadline = Date.now() + 20000;
+  while (!editor.querySelector("ha-form")?.shadowRoot?.childElementCount) {{
+    if (Date.now() > deadline) return {{error: editor.innerHTML.slice(0, 300)}};
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }}
+  const form = editor.querySelector("ha-form");
+  const changed = new Promise((resolve) =>
+    editor.addEventListener("config-changed", (ev) => resolve(ev.detail.config), {{once: true}}));
+  form.dispatchEvent(new CustomEvent("value-changed", {{
+    detail: {{value: {{...form.data, range: "1h", title: "Porch review"}}}},
+  }}));
+  const config = await changed;
+  editor.remove();
+  return {{
+    data: form.data,
+    fields: form.schema.map((field) => field.name),
+    config,
+    stub: card.getStubConfig(document.querySelector("home-assistant").hass),
+  }};
+}})()
+"""
+
+
+async def _visual_editor(page: Page, shot: Path) -> None:
+    """The card's visual editor shows its config in HA's form and hands back the edited one."""
+    editor = await page.evaluate(EDITOR)
+    if "error" in editor:
+        shot.write_bytes(await page.screenshot())
+        raise AssertionError(f"the editor did not render its form: {editor}")
+    assert editor["fields"] == ["entities", "title", "range", "show_live", "muted"]
+    assert editor["data"]["entities"] == [ENTITY_ID]
+    assert editor["config"] == {
+        "type": f"custom:{CARD_TYPE}",
+        "entity": ENTITY_ID,
+        "range": "1h",
+        "title": "Porch review",
+        "show_live": True,
+        "muted": True,
+    }
+    # What the card picker puts in a new card: the first LightNVR camera.
+    assert editor["stub"] == {"entity": ENTITY_ID, "range": "3h"}
+
+
 @pytest.mark.usefixtures("webrtc_loopback")
 @pytest.mark.timeout(300)
 async def test_review_card_timeline_playback_and_live(
@@ -207,7 +328,7 @@ async def test_review_card_timeline_playback_and_live(
     shot = tmp_path / "review-card.png"
     async with Browser.launch() as browser:
         page = await browser.new_page()
-        await page.set_viewport(1600, 900)
+        await page.set_viewport(1280, 960)
         await page.add_init_script(KEEP_ICE_ON_LOOPBACK)
         await page.add_init_script(await login_script(hass, frontend_url))
         await page.goto(f"{frontend_url}/lovelace/{VIEW_PATH}", timeout=60)
@@ -275,6 +396,7 @@ async def test_review_card_timeline_playback_and_live(
         )
         assert crossed["url"] == started["url"]  # the same playlist: no reload at the file's end
         shot.write_bytes(await page.screenshot())
+        await _controls_keyboard_and_markers(page, answer["events"], shot)
 
         # Back to live: HA's WebRTC player plays in the card again, the recorded player is gone.
         await _click_selector(page, "button.live")
@@ -287,18 +409,23 @@ async def test_review_card_timeline_playback_and_live(
         assert live["mode"] == "live"
         assert not live["recorded"]
 
-        # A phone's width: the card fits, its timeline keeps a usable track.
+        # A phone's width: the card fits the screen, every control and the track inside it.
         await page.set_viewport(360, 800, mobile=True)
         phone = await _wait(
             page,
-            f"(() => {{ const c = {FIND_CARD}; const card = c.shadowRoot.querySelector('ha-card');"
-            " const t = c.shadowRoot.querySelector('.track').getBoundingClientRect();"
-            " return t.width > 0 && {track: t.width, card: card.getBoundingClientRect().width,"
-            " scroll: card.scrollWidth, client: card.clientWidth}; })()",
+            f"(() => {{ const root = {FIND_CARD}.shadowRoot;"
+            " const card = root.querySelector('ha-card').getBoundingClientRect();"
+            " const parts = [...root.querySelectorAll('button, input.date, .track')].map("
+            "   (el) => [el.className, el.getBoundingClientRect().left, "
+            "            el.getBoundingClientRect().right]);"
+            " return card.width <= 360 && {card: [card.left, card.right], parts}; })()",
             15,
             shot,
         )
-        assert phone["card"] <= 360
-        assert phone["scroll"] <= phone["client"]
-        assert phone["track"] >= phone["card"] * 0.8
+        left, right = phone["card"]
+        outside = [part for part in phone["parts"] if part[1] < left - 0.5 or part[2] > right + 0.5]
+        assert not outside, phone
+        track = next(part for part in phone["parts"] if part[0] == "track")
+        assert track[2] - track[1] >= (right - left) * 0.8
+        await _visual_editor(page, shot)
     print(f"\nscreenshot: {shot}")  # noqa: T201 - for a person to look at

@@ -138,6 +138,24 @@ function loadHaElements(entityId) {
   return haElementsLoading;
 }
 
+/**
+ * Make sure Home Assistant's form element is defined (the card editor dialog has it; elsewhere,
+ * an entities card's editor brings it).
+ */
+let haFormLoading = null;
+function loadHaForm() {
+  if (customElements.get("ha-form")) return Promise.resolve();
+  if (!haFormLoading) {
+    haFormLoading = (async () => {
+      const helpers = await window.loadCardHelpers?.();
+      const entities = helpers?.createCardElement({ type: "entities", entities: [] });
+      await entities?.constructor.getConfigElement?.();
+      await customElements.whenDefined("ha-form");
+    })();
+  }
+  return haFormLoading;
+}
+
 const STYLE = `
   :host { display: block; }
   ha-card { overflow: hidden; container-type: inline-size; }
@@ -174,6 +192,9 @@ const STYLE = `
   }
   button.active { background: var(--primary-color); color: var(--text-primary-color, #fff); }
   button:disabled { opacity: 0.4; cursor: default; }
+  button ha-icon { --mdc-icon-size: 18px; display: flex; }
+  button:has(ha-icon) { display: inline-flex; align-items: center; justify-content: center;
+    padding: 0 6px; }
   .zoom-label { min-width: 32px; text-align: center; font-size: 13px;
     color: var(--secondary-text-color); }
   .timeline { position: relative; padding: 4px 8px 10px; outline: none; user-select: none;
@@ -245,17 +266,17 @@ const TEMPLATE = `
     </div>
     <div class="controls">
       <button class="live" title="Back to live (L)">Live</button>
-      <button class="play-pause" title="Play or pause (Space)" disabled>&#x23F5;</button>
+      <button class="play-pause" title="Play or pause (Space)" disabled><ha-icon icon="mdi:play"></ha-icon></button>
       <span class="speeds">
         ${SPEEDS.map((rate) => `<button class="speed" data-rate="${rate}" title="Speed ${rate}×">${rate}×</button>`).join("")}
       </span>
       <span class="spacer"></span>
-      <button class="pan-back" title="Earlier">&#x25C0;</button>
+      <button class="pan-back" title="Earlier"><ha-icon icon="mdi:chevron-left"></ha-icon></button>
       <button class="now" title="Now">Now</button>
-      <button class="pan-forward" title="Later">&#x25B6;</button>
-      <button class="zoom-out" title="Zoom out (Down)">&minus;</button>
+      <button class="pan-forward" title="Later"><ha-icon icon="mdi:chevron-right"></ha-icon></button>
+      <button class="zoom-out" title="Zoom out (Down)"><ha-icon icon="mdi:magnify-minus-outline"></ha-icon></button>
       <span class="zoom-label"></span>
-      <button class="zoom-in" title="Zoom in (Up)">+</button>
+      <button class="zoom-in" title="Zoom in (Up)"><ha-icon icon="mdi:magnify-plus-outline"></ha-icon></button>
       <input class="date" type="date" title="Go to a day" />
     </div>
     <div class="timeline" tabindex="0">
@@ -432,7 +453,7 @@ class LightNvrCameraCard extends HTMLElement {
     $("button.zoom-out").addEventListener("click", () => this._zoom(1));
     $("input.date").addEventListener("change", (ev) => this._goToDate(ev.target.value));
     const timeline = $(".timeline");
-    timeline.addEventListener("keydown", (ev) => this._onKey(ev));
+    $("ha-card").addEventListener("keydown", (ev) => this._onKey(ev));
     timeline.addEventListener("wheel", (ev) => this._onWheel(ev), { passive: false });
     const axis = $(".axis");
     axis.addEventListener("pointerdown", (ev) => this._axisDown(ev));
@@ -829,12 +850,16 @@ class LightNvrCameraCard extends HTMLElement {
     ) {
       // Inside the playlist already playing: a seek, no new request.
       loaded.time = epoch;
+      loaded.requested = epoch;
       video.currentTime = epoch - loaded.start;
       video.play().catch(() => {});
       this._showStage();
       return;
     }
-    this._playback = { entity_id: entityId, time: epoch, start: epoch, end: epoch, offset: 0, url: null };
+    this._playback = {
+      entity_id: entityId, time: epoch, start: epoch, end: epoch, offset: 0, url: null,
+      requested: epoch,
+    };
     this._showStage();
     let answer;
     try {
@@ -925,7 +950,7 @@ class LightNvrCameraCard extends HTMLElement {
   _updatePlayButton() {
     const video = this.recordedVideo();
     const button = this.shadowRoot.querySelector("button.play-pause");
-    button.innerHTML = video && !video.paused ? "&#x23F8;" : "&#x23F5;";
+    button.querySelector("ha-icon").icon = video && !video.paused ? "mdi:pause" : "mdi:play";
   }
 
   _setRate(rate) {
@@ -1012,6 +1037,9 @@ class LightNvrCameraCard extends HTMLElement {
     };
     const action = keys[ev.key];
     if (!action || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    // A focused button or the date field keeps its own keys (Space presses a button).
+    const target = ev.composedPath()[0];
+    if (target?.tagName === "INPUT" || (target?.tagName === "BUTTON" && ev.key === " ")) return;
     ev.preventDefault();
     action();
   }
@@ -1144,16 +1172,23 @@ class LightNvrCameraCardEditor extends HTMLElement {
 
   setConfig(config) {
     this._config = config;
-    this._render();
+    this._update();
   }
 
   set hass(hass) {
     this._hass = hass;
-    this._render();
+    this._update();
   }
 
-  _render() {
+  _update() {
+    this._render().catch((err) => {
+      this.textContent = `The editor could not load: ${err?.message || err}`;
+    });
+  }
+
+  async _render() {
     if (!this._hass) return;
+    await loadHaForm();
     if (!this._form) {
       this._form = document.createElement("ha-form");
       this._form.computeLabel = (field) => EDITOR_LABELS[field.name] || field.name;

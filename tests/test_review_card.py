@@ -396,6 +396,24 @@ async def test_review_card_timeline_playback_and_live(
         )
         assert crossed["url"] == started["url"]  # the same playlist: no reload at the file's end
         shot.write_bytes(await page.screenshot())
+
+        # From the end of the first span, playback goes on with the next one (the gap skipped).
+        second_span = answer["spans"][1]
+        x = round(
+            timeline["track"]["left"]
+            + (first_span["end"] - 1.0 - timeline["view"]["start"])
+            / (timeline["view"]["end"] - timeline["view"]["start"])
+            * timeline["track"]["width"]
+        )
+        await page.click(x, track_y)
+        after_gap = await _wait(
+            page,
+            f"(() => {{ const p = {PLAYBACK}; return p && p.wall > {second_span['start'] + 1.0}"
+            " && !p.paused && p; })()",
+            30,
+            shot,
+        )
+        assert after_gap["url"] != crossed["url"]
         await _controls_keyboard_and_markers(page, answer["events"], shot)
 
         # Back to live: HA's WebRTC player plays in the card again, the recorded player is gone.

@@ -38,6 +38,8 @@ const REFRESH_MS = 30000;
 // Arrow keys seek this far in playback (Shift: a minute) and pan a tenth of the view in live.
 const SEEK_STEP_S = 10;
 const SEEK_STEP_LONG_S = 60;
+// This close to a playlist's end, playback goes on with the next recording.
+const END_SLACK_S = 0.25;
 // A drag shorter than this is a click.
 const DRAG_PX = 4;
 // The now-line is this far from the right edge when following the present.
@@ -902,20 +904,31 @@ class LightNvrCameraCard extends HTMLElement {
     };
     video.addEventListener("loadedmetadata", seek);
     if (video.readyState > 0) seek();
+    // The playlist's media lasts until its last file ends; a player may stop a frame short of
+    // that without an `ended` event, so being that close counts as the end.
+    const nearEnd = () => {
+      const length = Math.min(answer.end - answer.start, video.duration || Infinity);
+      return video.currentTime >= length - END_SLACK_S;
+    };
     video.addEventListener("timeupdate", () => {
       if (this._playback) this._playback.time = this._currentTime();
       this._drawPlayhead();
       this._updateBadge();
       this._keepPlayheadInView();
+      if (nearEnd()) this._continueAfter(player, answer);
+    });
+    video.addEventListener("waiting", () => {
+      if (nearEnd()) this._continueAfter(player, answer);
     });
     video.addEventListener("play", () => this._updatePlayButton());
     video.addEventListener("pause", () => this._updatePlayButton());
-    video.addEventListener("ended", () => this._continueAfter(answer, token));
+    video.addEventListener("ended", () => this._continueAfter(player, answer));
   }
 
   /** At a playlist's end: play the next recording (after the span's end, or the next file). */
-  _continueAfter(answer, token) {
-    if (token !== this._playToken || this._mode !== "playback") return;
+  _continueAfter(player, answer) {
+    if (player !== this._player || this._mode !== "playback" || player.continued) return;
+    player.continued = true;
     this.playAt(this._selected, answer.end + 0.01);
   }
 

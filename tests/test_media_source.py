@@ -82,8 +82,8 @@ async def test_browse_and_play_a_recording(
     ws = await hass_ws_client(hass)
     root = await _browse(ws, "media-source://lightnvr")
     assert root["title"] == "LightNVR"
-    assert [child["title"] for child in root["children"]] == ["Events", "Porch"]
-    camera = await _browse(ws, root["children"][1]["media_content_id"])
+    assert [child["title"] for child in root["children"]] == ["Events", "Exports", "Porch"]
+    camera = await _browse(ws, root["children"][2]["media_content_id"])
     assert len(camera["children"]) == 2  # live, today
     assert camera["children"][0]["title"] == "● Live"  # the live HLS playlist comes first
     day = await _browse(ws, camera["children"][1]["media_content_id"])

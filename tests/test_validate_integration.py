@@ -353,8 +353,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "service-stale-translation",
-        strings(text_at("services.export", {"name": "Export", "description": "Exports."})),
-        "strings.json: services.export: translates a service not in services.yaml",
+        strings(text_at("services.rewind", {"name": "Rewind", "description": "Rewinds."})),
+        "strings.json: services.rewind: translates a service not in services.yaml",
     ),
     (
         "service-stale-field-translation",
@@ -364,8 +364,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("service-without-icon", icons(drop("services.save_clip")), "save_clip: no icon"),
     (
         "service-stale-icon",
-        icons(text_at("services.export", "mdi:export")),
-        "icons.json: services.export: icon of a service not in services.yaml",
+        icons(text_at("services.rewind", "mdi:export")),
+        "icons.json: services.rewind: icon of a service not in services.yaml",
     ),
     (
         "service-bad-selector",

@@ -15,6 +15,7 @@ from .const import DOMAIN, SUBENTRY_CAMERA
 from .engine import EngineUnavailableError, async_create_engine
 from .engine.go2rtc import Go2RtcStartError
 from .entity import async_remove_stale_entities
+from .exports import ExportManager, async_register_export_services, async_track_export_retention
 from .hls import HlsService, async_register_hls_views
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipManager
@@ -42,6 +43,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     async_register_views(hass)
     async_register_hls_views(hass)
     async_setup_websocket_api(hass)
+    async_register_export_services(hass)
     await async_register_card(hass)
     return True
 
@@ -94,6 +96,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
         raise
     entry.runtime_data = runtime
     runtime.hls = HlsService(hass, runtime)
+    exports = runtime.exports = ExportManager(hass, options.storage_path, recorder.index)
+    recorder.reserved_bytes = exports.total_size
+    entry.async_on_unload(await async_track_export_retention(hass, exports))
+    entry.async_on_unload(exports.async_cancel_all)
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
 
     async def _async_on_hass_stop(_event: Event) -> None:

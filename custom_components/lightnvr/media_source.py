@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN
+from .exports import EXPORTS_DIR
 from .hls import live_playlist_path, vod_playlist_path
 from .hls.limits import VOD_MAX_FILES
 from .recorder.clips import EventClip
@@ -37,6 +38,7 @@ async def async_get_media_source(hass: HomeAssistant) -> MediaSource:
 
 EVENTS = "events"  # identifiers of event clips start with this folder name
 LIVE = "live"  # `live/<camera>`: the camera's live HLS playlist
+EXPORTS = EXPORTS_DIR  # `exports/<file>.mp4`: the exports, in one folder
 VOD = "vod"  # `vod/<camera>/<start>-<end>` (epoch seconds): recordings as one HLS playlist
 HLS_MIME_TYPE = "application/vnd.apple.mpegurl"
 
@@ -153,6 +155,8 @@ class LightNvrMediaSource(MediaSource):
             return self._root(entry)
         if parts[0] == EVENTS:
             return self._events(entry, parts[1:])
+        if parts == [EXPORTS]:
+            return await self._exports(entry)
         if len(parts) == 1:
             return self._camera(entry, parts[0])
         if len(parts) == 2:
@@ -187,6 +191,7 @@ class LightNvrMediaSource(MediaSource):
             children_media_class=MediaClass.DIRECTORY,
             children=[
                 _directory(EVENTS, "Events"),
+                _directory(EXPORTS, "Exports"),
                 *(_directory(cid, self._camera_title(entry, cid)) for cid in camera_ids),
             ],
         )
@@ -229,6 +234,26 @@ class LightNvrMediaSource(MediaSource):
         )
         node.children_media_class = MediaClass.VIDEO
         node.children = [*_day_playlists(camera_id, segments), *files]
+        return node
+
+    async def _exports(self, entry: LightNvrConfigEntry) -> BrowseMediaSource:
+        """List the exports (`lightnvr.export`), newest first."""
+        exports = entry.runtime_data.exports
+        files = await self.hass.async_add_executor_job(exports.list_exports) if exports else []
+        node = _directory(EXPORTS, "Exports")
+        node.children_media_class = MediaClass.VIDEO
+        node.children = [
+            BrowseMediaSource(
+                domain=DOMAIN,
+                identifier=f"{EXPORTS}/{path.name}",
+                media_class=MediaClass.VIDEO,
+                media_content_type=MIME_TYPE,
+                title=path.stem,
+                can_play=True,
+                can_expand=False,
+            )
+            for path in files
+        ]
         return node
 
     def _events(self, entry: LightNvrConfigEntry, parts: list[str]) -> BrowseMediaSource:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
@@ -21,6 +21,9 @@ from .media.fragments import CameraFragments
 from .models import CameraConfig, HubOptions
 from .recorder.clips import ClipError, ClipHandle, ClipManager, EventClip
 from .recorder.manager import RecorderManager
+
+if TYPE_CHECKING:
+    from .exports import ExportManager
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class LightNvrRuntime:
     fragments: dict[str, CameraFragments] = field(default_factory=dict)
     # Live and recorded HLS (hls.views.HlsService): set once the recorder runs.
     hls: HlsServiceLike | None = None
+    # Exports of time ranges (exports.ExportManager): set once the recorder runs.
+    exports: ExportManager | None = None
     # Per running event clip: (event_id, camera entity id) of each detection it covers, told
     # in `lightnvr_clip_ready` once the clip is finished.
     clip_detections: dict[ClipHandle, list[tuple[str, str | None]]] = field(default_factory=dict)

@@ -110,6 +110,8 @@ class RecorderManager:
         self.index = SegmentIndex()
         # Event clips, weighed with the recordings by the size cap and the free-space floor.
         self.retention_peer: RetentionPeer | None = None
+        # Bytes of the exports, counted by the size cap (never deleted by it).
+        self.reserved_bytes: Callable[[], int] | None = None
 
         self._segmenters: dict[str, Segmenter] = {}
         self._camera_days: dict[str, float] = {}
@@ -357,6 +359,7 @@ class RecorderManager:
             min_free_bytes=self._min_free_bytes,
             max_size_bytes=self._max_size_bytes,
             camera_days=dict(self._camera_days),
+            reserved_bytes=self.reserved_bytes() if self.reserved_bytes is not None else 0,
         )
 
     async def async_run_retention(self) -> RetentionResult | None:

@@ -358,6 +358,9 @@ class RetentionPolicy:
     min_free_bytes: int
     max_size_bytes: int | None = None
     camera_days: Mapping[str, float] = field(default_factory=dict)
+    # Bytes under the root that count toward the size cap but are never deleted to make room
+    # (exports: the user asked for them; the recordings give way instead).
+    reserved_bytes: int = 0
 
     def days_for(self, camera_id: str) -> float:
         """Return the retention in days for one camera (its override, or the hub's)."""
@@ -475,7 +478,11 @@ def apply_retention(
 
     if policy.max_size_bytes is not None:
         limit = policy.max_size_bytes
-        total = index.total_size() + (peer.total_size() if peer is not None else 0)
+        total = (
+            index.total_size()
+            + (peer.total_size() if peer is not None else 0)
+            + policy.reserved_bytes
+        )
         if total > limit:
             make_room(lambda freed: total - freed <= limit)
 

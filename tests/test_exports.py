@@ -25,7 +25,7 @@ from homeassistant.exceptions import ServiceValidationError, Unauthorized
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockUser
-from pytest_homeassistant_custom_component.typing import WebSocketGenerator
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, WebSocketGenerator
 
 from custom_components.lightnvr.const import DOMAIN
 from custom_components.lightnvr.exports import EVENT_EXPORT, export_file_name
@@ -174,6 +174,7 @@ async def test_export_across_files_and_an_outage(
     hass: HomeAssistant,
     export_entry: tuple[MockConfigEntry, list[Segment]],
     hass_ws_client: WebSocketGenerator,
+    hass_client: ClientSessionGenerator,
 ) -> None:
     """A 3-minute range over four files and an outage → one MP4, both tracks, outage cut."""
     entry, segments = export_entry
@@ -230,6 +231,10 @@ async def test_export_across_files_and_an_outage(
     resolved = (await ws.receive_json())["result"]
     assert resolved["mime_type"] == "video/mp4"
     assert "/exports/yard-for-the-insurer.mp4" in resolved["url"]
+    client = await hass_client()
+    served = await client.get(resolved["url"])
+    assert served.status == 200
+    assert len(await served.read()) == path.stat().st_size
 
     # The size cap counts the exports (and never deletes them: recordings give way).
     assert entry.runtime_data.recorder.reserved_bytes is not None

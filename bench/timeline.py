@@ -87,14 +87,24 @@ async def bench_entry(
     await hass.async_block_till_done()
 
 
-def _fill(entry: MockConfigEntry, now: float) -> tuple[int, int]:
-    """Index DAYS × 1,440 one-minute files ending at `now` and CLIPS clips; return counts."""
-    camera_id = next(iter(entry.subentries))
+def _fill(
+    entry: MockConfigEntry,
+    now: float,
+    *,
+    camera_id: str | None = None,
+    days: int = DAYS,
+    clips: int = CLIPS,
+) -> tuple[int, int]:
+    """Index `days` × 1,440 one-minute files ending at `now` and `clips` clips for a camera.
+
+    The camera is the hub's first unless named. Returns the hub's segment and clip counts.
+    """
+    camera_id = camera_id or next(iter(entry.subentries))
     runtime = entry.runtime_data
     root = runtime.recorder.layout.root / camera_id
     events = runtime.clips.layout.root / camera_id
-    origin = now - DAYS * 86400
-    for minute in range(DAYS * 1440):
+    origin = now - days * 86400
+    for minute in range(days * 1440):
         day, in_day = divmod(minute, 1440)
         if (day * 37) % 1380 <= in_day < (day * 37) % 1380 + 60:
             continue  # an hour missing every day
@@ -102,8 +112,8 @@ def _fill(entry: MockConfigEntry, now: float) -> tuple[int, int]:
         name = datetime.fromtimestamp(start, UTC)
         path = root / f"{name:%Y-%m-%d}" / f"{name:%H-%M-%S}.mp4"
         runtime.recorder.index.add(Segment(camera_id, path, start, start + 59.995, 4_000_000))
-    for number in range(CLIPS):
-        start = origin + number * (DAYS * 86400 / CLIPS) + 5
+    for number in range(clips):
+        start = origin + number * (days * 86400 / clips) + 5
         name = datetime.fromtimestamp(start, UTC)
         path = events / f"{name:%Y-%m-%d}" / f"{name:%H-%M-%S}_person.mp4"
         runtime.clips.index.add(

@@ -11,6 +11,7 @@ tests at the end.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 import math
 from pathlib import Path
@@ -38,6 +39,7 @@ from custom_components.lightnvr.review.timeline import (
     find_playback,
     page,
 )
+from custom_components.lightnvr.websocket_api import THUMBNAIL_SIGN_EXPIRY, ThumbnailUrls
 
 from .test_hls_views import (
     camera_id_of,
@@ -451,3 +453,28 @@ def test_gap_reasons_from_history() -> None:
         history=GapHistory(camera_away=((origin + 86400 + 36600.0, origin + 86400 + 36700.0),)),
     )
     assert [gap.reason for gap in timeline.gaps] == [REASON_CAMERA_OFFLINE]
+
+
+def test_thumbnail_urls_are_reused_per_login_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One signature per login and snapshot while it has half its life left; bounded."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    signed: list[str] = []
+
+    def sign(name: str) -> Callable[[], str]:
+        def make() -> str:
+            signed.append(name)
+            return f"{name}?authSig={len(signed)}"
+
+        return make
+
+    urls = ThumbnailUrls(limit=2)
+    first = urls.url("login-a", Path("a.jpg"), sign("a"))
+    assert urls.url("login-a", Path("a.jpg"), sign("a")) == first  # reused
+    assert urls.url("login-b", Path("a.jpg"), sign("a")) != first  # another login: its own
+    clock[0] += THUMBNAIL_SIGN_EXPIRY.total_seconds() / 2 + 1  # less than half its life left
+    assert urls.url("login-a", Path("a.jpg"), sign("a")) != first
+    assert len(signed) == 3
+    urls.url("login-c", Path("c.jpg"), sign("c"))  # the oldest entry (login-b) goes
+    urls.url("login-b", Path("a.jpg"), sign("a"))
+    assert len(signed) == 5

@@ -21,10 +21,12 @@ nothing about cameras the user may not see.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 import math
+from pathlib import Path
 import time
 from typing import Any, Final
 
@@ -34,6 +36,7 @@ from homeassistant.components.http.auth import async_sign_path
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import Unauthorized
 from homeassistant.helpers import config_validation as cv, entity_registry as er
+from homeassistant.util.hass_dict import HassKey
 import voluptuous as vol
 
 from .const import DOMAIN
@@ -86,7 +89,42 @@ _MAX_EPOCH: Final = 7258118400.0
 
 ERR_NOT_LOADED: Final = "not_loaded"
 
+# Thumbnail URLs kept per login: at most this many, reused while valid for half their life.
+THUMBNAIL_CACHE_SIZE: Final = 20000
+
 type Signer = Callable[[str, timedelta], str]
+
+
+class ThumbnailUrls:
+    """Signed thumbnail URLs per login, reused while they stay valid for half their life.
+
+    The card asks for the same range every 30 s and at every pan, and signing (a JWT per
+    thumbnail) is most of an answer's time on the event loop; a URL handed out again is one the
+    client could have kept. Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, limit: int = THUMBNAIL_CACHE_SIZE) -> None:
+        """Keep at most `limit` URLs."""
+        self._limit = limit
+        self._urls: OrderedDict[tuple[str | None, Path], tuple[str, float]] = OrderedDict()
+
+    def url(self, refresh_token_id: str | None, snapshot: Path, make: Callable[[], str]) -> str:
+        """Return the signed URL of a snapshot for a login, signing it (`make`) if needed."""
+        key = (refresh_token_id, snapshot)
+        now = time.monotonic()
+        found = self._urls.get(key)
+        if found is not None and found[1] - now > THUMBNAIL_SIGN_EXPIRY.total_seconds() / 2:
+            self._urls.move_to_end(key)
+            return found[0]
+        signed = make()
+        self._urls[key] = (signed, now + THUMBNAIL_SIGN_EXPIRY.total_seconds())
+        self._urls.move_to_end(key)
+        while len(self._urls) > self._limit:
+            self._urls.popitem(last=False)
+        return signed
+
+
+THUMBNAIL_URLS: HassKey[ThumbnailUrls] = HassKey(f"{DOMAIN}_thumbnail_urls")
 
 
 def _epoch(value: Any) -> float:
@@ -212,12 +250,12 @@ def _gap(gap: Gap) -> dict[str, Any]:
     return answer
 
 
-def _event(sign: Signer, clips: ClipManager, clip: EventClip) -> dict[str, Any]:
+def _event(
+    thumbnail_of: Callable[[Path], str], clips: ClipManager, clip: EventClip
+) -> dict[str, Any]:
     # The best detection's label; a clip from before sidecars kept it: the one that started it.
     best = clip.best_label
-    thumbnail = None
-    if clip.snapshot is not None:
-        thumbnail = sign(snapshot_path(clips.relative(clip.snapshot)), THUMBNAIL_SIGN_EXPIRY)
+    thumbnail = thumbnail_of(clip.snapshot) if clip.snapshot is not None else None
     return {
         "start": _seconds(clip.start),
         "end": _seconds(clip.end),
@@ -291,6 +329,16 @@ async def ws_timeline(
         )
     )
     sign = _signer(hass, connection)
+    urls = hass.data.setdefault(THUMBNAIL_URLS, ThumbnailUrls())
+    clips = runtime.clips
+
+    def thumbnail_of(snapshot: Path) -> str:
+        return urls.url(
+            connection.refresh_token_id,
+            snapshot,
+            lambda: sign(snapshot_path(clips.relative(snapshot)), THUMBNAIL_SIGN_EXPIRY),
+        )
+
     connection.send_result(
         msg["id"],
         {
@@ -298,7 +346,7 @@ async def ws_timeline(
             "end": _seconds(end),
             "spans": [_span(span) for span in result.spans],
             "gaps": [_gap(gap) for gap in result.gaps],
-            "events": [_event(sign, runtime.clips, clip) for clip in result.events],
+            "events": [_event(thumbnail_of, clips, clip) for clip in result.events],
             "cursor": result.next_cursor.encode() if result.next_cursor is not None else None,
         },
     )

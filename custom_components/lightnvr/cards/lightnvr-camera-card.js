@@ -387,7 +387,11 @@ class LightNvrCameraCard extends HTMLElement {
     clearInterval(this._timer);
     this._timer = null;
     clearTimeout(this._loadTimer);
-    // A hidden dashboard should not keep a stream or a recorded player running.
+    // A hidden dashboard should not keep a stream or a recorded player running; it comes
+    // back live.
+    this._playToken += 1;
+    this._mode = "live";
+    this._playback = null;
     this._removePlayer();
     this.shadowRoot.querySelector(".live")?.replaceChildren();
     this._liveShown = null;
@@ -884,6 +888,7 @@ class LightNvrCameraCard extends HTMLElement {
     player.className = "recorded";
     player.hass = this._hass;
     player.url = answer.url;
+    player.posterUrl = ""; // unset, the player would ask for ".../undefined"
     player.autoPlay = true;
     player.muted = this._config.muted;
     player.playsInline = true;

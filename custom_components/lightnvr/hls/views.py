@@ -530,21 +530,25 @@ class VodFileView(_HlsView):
             headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = end - start
-        await response.prepare(request)
-        position = start
-        while position < end:
-            stop = min(end, position + _FILE_CHUNK)
-            try:
-                data = await self.hass.async_add_executor_job(
-                    index.read_range, position, stop, zero
-                )
-            except OSError:
-                break  # deleted by retention meanwhile: the player sees a short body
-            if not data:
-                break
-            await response.write(data)
-            position += len(data)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            position = start
+            while position < end:
+                stop = min(end, position + _FILE_CHUNK)
+                try:
+                    data = await self.hass.async_add_executor_job(
+                        index.read_range, position, stop, zero
+                    )
+                except OSError:
+                    break  # deleted by retention meanwhile: the player sees a short body
+                if not data:
+                    break
+                await response.write(data)
+                position += len(data)
+            await response.write_eof()
+        except ConnectionResetError:
+            # A player that seeks or is closed drops its request midway: nothing went wrong.
+            _LOGGER.debug("HLS recording request for %s/%s ended by the client", day, name)
         return response
 
 

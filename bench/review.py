@@ -43,7 +43,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import partial
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -51,8 +50,6 @@ import random
 import time
 from typing import Any
 
-from homeassistant.components.onboarding import STORAGE_KEY as ONBOARDING_KEY, STORAGE_VERSION
-from homeassistant.components.onboarding.const import STEPS
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -67,10 +64,17 @@ from custom_components.lightnvr.const import (
     DOMAIN,
 )
 from tests.conftest import camera_subentry, hub_entry_data
-from tests.infra.browser import KEEP_ICE_ON_LOOPBACK, SETUP_HINT, Browser, Page, find_chromium
+from tests.infra.browser import (
+    KEEP_ICE_ON_LOOPBACK,
+    SETUP_HINT,
+    Browser,
+    Page,
+    deep_query,
+    find_chromium,
+)
 from tests.infra.media import make_default_clip
 from tests.infra.rtsp import RtspServer
-from tests.test_browser import _describe_page, _free_port, login_script
+from tests.test_browser import _describe_page, login_script, serve_frontend
 from tests.test_hls_views import SEGMENT_SECONDS, camera_id_of, wait_segments
 
 from . import timeline
@@ -116,6 +120,8 @@ SAMPLE_EVERY_S = 60.0
 
 # ----- page scripts --------------------------------------------------------------------------
 
+FIND_CARD = deep_query("lightnvr-camera-card")
+
 # `window.__review`: finds the card through the shadow roots, notes every frame a recorded
 # <video> presents (with the playback the card showed then) and the card's pointerdowns, and
 # answers where an instant is on the first row's track. Installed once the card is drawn.
@@ -125,17 +131,7 @@ PROBE = """
   if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) {
     throw new Error("this Chromium has no requestVideoFrameCallback");
   }
-  const find = (root) => {
-    const hit = root.querySelector("lightnvr-camera-card");
-    if (hit) return hit;
-    for (const el of root.querySelectorAll("*")) {
-      if (el.shadowRoot) {
-        const inner = find(el.shadowRoot);
-        if (inner) return inner;
-      }
-    }
-    return null;
-  };
+  const find = () => FIND_CARD;
   const KEEP = 400;
   const review = {
     element: null, frames: [], downs: [], armed: null, lastError: null, running: true,
@@ -143,7 +139,7 @@ PROBE = """
   };
   window.__review = review;
   review.card = () => {
-    if (!review.element || !review.element.isConnected) review.element = find(document);
+    if (!review.element || !review.element.isConnected) review.element = find();
     const card = review.element;
     if (card && !review.listened.has(card)) {
       review.listened.add(card);
@@ -282,7 +278,7 @@ PROBE = """
   review.ready = () => review.card().whenTimelineReady().then(() => true);
   return true;
 })()
-"""
+""".replace("FIND_CARD", FIND_CARD)
 
 # Installed before the page's scripts: the page's uncaught errors and rejections as text with
 # their place (DevTools reports a rejected non-Error value only as "Object").
@@ -309,21 +305,11 @@ PAGE_ERRORS = """
 
 CARD_READY = """
 (() => {
-  const find = (root) => {
-    const hit = root.querySelector("lightnvr-camera-card");
-    if (hit) return hit;
-    for (const el of root.querySelectorAll("*")) {
-      if (el.shadowRoot) {
-        const inner = find(el.shadowRoot);
-        if (inner) return inner;
-      }
-    }
-    return null;
-  };
-  const card = find(document);
+  const find = () => FIND_CARD;
+  const card = find();
   return Boolean(card && card.shadowRoot && card.shadowRoot.querySelector(".timeline[data-ready]"));
 })()
-"""
+""".replace("FIND_CARD", FIND_CARD)
 
 # Whether the card's module ran (it lists itself for the card picker) and whether the page's
 # registry knows the element: a module that runs before the frontend installs its scoped
@@ -554,35 +540,11 @@ async def bench_timeline_answers(
 async def card_frontend(
     hass: HomeAssistant, hass_storage: dict[str, Any], socket_enabled: None
 ) -> str:
-    """HA's real frontend on a free 127.0.0.1 port, onboarded, with the card's dashboard.
+    """HA's real frontend with the card's dashboard, and `media_source` for the Media panel.
 
-    As `tests.test_browser.frontend_url`: `http` first with our host and port; setting up
-    `frontend` starts the server. `media_source` for the Media panel's commands. All before
-    the hub, which registers the card as a frontend module when `frontend` is loaded.
+    All before the hub, which adds its card to the frontend's modules when it is there.
     """
-    if importlib.util.find_spec("hass_frontend") is None:
-        pytest.fail(f"home-assistant-frontend is not installed: {SETUP_HINT}")
-    hass_storage[ONBOARDING_KEY] = {
-        "version": STORAGE_VERSION,
-        "minor_version": 1,
-        "key": ONBOARDING_KEY,
-        "data": {"done": list(STEPS)},
-    }
-    hass_storage["lovelace"] = {
-        "version": 1,
-        "minor_version": 1,
-        "key": "lovelace",
-        "data": {"config": DASHBOARD},
-    }
-    port = _free_port()
-    assert await async_setup_component(
-        hass, "http", {"http": {"server_host": "127.0.0.1", "server_port": port}}
-    )
-    for domain in ("camera", "lovelace", "frontend", "media_source"):
-        assert await async_setup_component(hass, domain, {})
-    await hass.async_block_till_done()
-    assert hass.http.site is not None, "the HTTP server did not start"
-    return f"http://127.0.0.1:{port}"
+    return await serve_frontend(hass, hass_storage, DASHBOARD, "media_source")
 
 
 @pytest.fixture

@@ -129,19 +129,19 @@ def dashboard() -> dict[str, Any]:
     return DASHBOARD
 
 
-@pytest.fixture
-async def frontend_url(
+async def serve_frontend(
     hass: HomeAssistant,
     hass_storage: dict[str, Any],
     dashboard: dict[str, Any],
-    socket_enabled: None,
+    *extra_domains: str,
 ) -> str:
-    """HA's real frontend served on a free 127.0.0.1 port, onboarded, with the test dashboard.
+    """Serve HA's real frontend on a free 127.0.0.1 port, onboarded, with `dashboard`.
 
     ``http`` is set up first with our host and port (the integration depends on it and would
     otherwise bring it up with defaults); setting up ``frontend`` starts the server, because
     ``http`` starts when ``frontend`` is set up or HA starts, whichever comes first, and the
-    harness's HA is already running. HA's stop at teardown stops the server.
+    harness's HA is already running. HA's stop at teardown stops the server. Set up LightNVR
+    after this: it adds its card to the frontend's modules when the frontend is there.
     """
     if importlib.util.find_spec("hass_frontend") is None:
         pytest.fail(f"home-assistant-frontend is not installed: {SETUP_HINT}")
@@ -163,11 +163,22 @@ async def frontend_url(
     assert await async_setup_component(
         hass, "http", {"http": {"server_host": "127.0.0.1", "server_port": port}}
     )
-    for domain in ("camera", "lovelace", "frontend"):
+    for domain in ("camera", "lovelace", "frontend", *extra_domains):
         assert await async_setup_component(hass, domain, {})
     await hass.async_block_till_done()
     assert hass.http.site is not None, "the HTTP server did not start"
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def frontend_url(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    dashboard: dict[str, Any],
+    socket_enabled: None,
+) -> str:
+    """HA's real frontend served on a free 127.0.0.1 port, with the test's dashboard."""
+    return await serve_frontend(hass, hass_storage, dashboard)
 
 
 # Cameras with sound: H.264 + AAC (audio as Opus) and H.265 + G.711 A-law (headless Chromium

@@ -24,7 +24,14 @@ from custom_components.lightnvr.card import CARD_URL_PATH
 from custom_components.lightnvr.const import DOMAIN
 
 from .conftest import camera_subentry, hub_entry_data
-from .infra.browser import KEEP_ICE_ON_LOOPBACK, SETUP_HINT, Browser, Page, find_chromium
+from .infra.browser import (
+    KEEP_ICE_ON_LOOPBACK,
+    SETUP_HINT,
+    Browser,
+    Page,
+    deep_query,
+    find_chromium,
+)
 from .infra.rtsp import RtspServer
 from .test_browser import frontend_url, login_script  # noqa: F401 - pytest finds fixtures by name
 from .test_hls_views import SEGMENT_SECONDS
@@ -34,22 +41,7 @@ CARD_TYPE = "lightnvr-camera-card"
 VIEW_PATH = "review"
 CARD_CONFIG = {"type": f"custom:{CARD_TYPE}", "entity": ENTITY_ID, "range": "10m"}
 
-FIND_CARD = f"""
-(() => {{
-  const find = (root) => {{
-    const hit = root.querySelector("{CARD_TYPE}");
-    if (hit) return hit;
-    for (const el of root.querySelectorAll("*")) {{
-      if (el.shadowRoot) {{
-        const inner = find(el.shadowRoot);
-        if (inner) return inner;
-      }}
-    }}
-    return null;
-  }};
-  return find(document);
-}})()
-"""
+FIND_CARD = deep_query(CARD_TYPE)
 # What the card draws, as the DOM has it (times are the data attributes, epoch seconds).
 TIMELINE = f"""
 (() => {{

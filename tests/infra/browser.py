@@ -50,6 +50,7 @@ __all__ = [
     "ChromiumNotFoundError",
     "MediaReport",
     "Page",
+    "deep_query",
     "find_chromium",
     "webrtc_media",
 ]
@@ -225,6 +226,27 @@ async (video) => {
   }
   return report;
 }
+"""
+
+
+def deep_query(selector: str) -> str:
+    """Return a JS expression: the first element matching `selector` in the page or in any
+    shadow root inside it (HA's frontend nests its elements in shadow roots), else null."""
+    return f"""
+(() => {{
+  const find = (root) => {{
+    const hit = root.querySelector({json.dumps(selector)});
+    if (hit) return hit;
+    for (const el of root.querySelectorAll("*")) {{
+      if (el.shadowRoot) {{
+        const inner = find(el.shadowRoot);
+        if (inner) return inner;
+      }}
+    }}
+    return null;
+  }};
+  return find(document);
+}})()
 """
 
 

@@ -307,11 +307,13 @@ class LightNvrCameraCard extends HTMLElement {
     this._fetched = null; // the range the data covers
     this._loadToken = 0;
     this._loadTimer = null;
+    this._loadedAt = 0; // when the last timeline request went out (ms)
     this._loading = false;
     this._readyWaiters = [];
     this._playback = null;
     this._playToken = 0;
     this._player = null;
+    this._liveShown = null; // the camera whose live stream is on the stage
     this._drag = null;
     this._hovering = false;
     this._panDrag = null;
@@ -567,7 +569,7 @@ class LightNvrCameraCard extends HTMLElement {
     this._drawPlayhead();
     this._updateBadge();
     const idle = !this._loading && this._loadTimer === null;
-    if (idle && this._view.end > now - 60 && Date.now() - (this._loadedAt || 0) > REFRESH_MS) {
+    if (idle && this._view.end > now - 60 && Date.now() - this._loadedAt > REFRESH_MS) {
       this._scheduleLoad(0);
     }
   }

@@ -300,3 +300,16 @@ def test_export_file_names_are_safe() -> None:
     assert export_file_name("../../etc/passwd") == "etc-passwd.mp4"
     assert export_file_name("Yard 2026-12-05 07-42") == "yard-2026-12-05-07-42.mp4"
     assert export_file_name("...") == "export.mp4"
+
+
+async def test_home_assistant_stopping_cancels_exports(
+    hass: HomeAssistant, export_entry: tuple[MockConfigEntry, list[Segment]]
+) -> None:
+    """HA stopping does not unload the hub: its stop still cancels an export, leaving nothing."""
+    entry, segments = export_entry
+    seen = _events(hass)
+    answer = await _export(hass, segments[0].start, segments[-1].end, name="at shutdown")
+    await entry.runtime_data.async_stop()
+    await _until(seen, answer["export_id"], "cancelled")
+    exports = entry.runtime_data.recorder.layout.root / "exports"
+    assert not exports.exists() or not list(exports.iterdir())

@@ -219,6 +219,9 @@ class LightNvrRuntime:
         if self.stopped:
             return
         self.stopped = True
+        if self.exports is not None:
+            # HA stopping does not unload the entry: an export must not hold up the shutdown.
+            self.exports.async_cancel_all()
         for camera_id in list(self.detection):
             await self._async_stop_detection(camera_id)
         if self.hls is not None:

@@ -40,7 +40,7 @@ if __name__ == "__main__":  # run through pytest before anything imports Home As
     raise SystemExit(run(__file__))
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 import json
@@ -72,13 +72,11 @@ from tests.infra.browser import (
     deep_query,
     find_chromium,
 )
-from tests.infra.media import make_default_clip
 from tests.infra.rtsp import RtspServer
 from tests.test_browser import _describe_page, login_script, serve_frontend
 from tests.test_hls_views import SEGMENT_SECONDS, camera_id_of, wait_segments
 
 from . import timeline
-from ._harness import CACHE
 from .timeline import _fill, _stats, _time
 
 GOAL_CLICK_S = 1.0
@@ -392,13 +390,6 @@ def _fill_week(entry: MockConfigEntry, camera_id: str, now: float) -> None:
     """Index 7 days of `timeline._fill`'s files and clips (same clip density) for a camera."""
     clips = timeline.CLIPS * WEEK_DAYS // timeline.DAYS
     _fill(entry, now, camera_id=camera_id, days=WEEK_DAYS, clips=clips)
-
-
-@pytest.fixture
-def bench_camera(socket_enabled: None) -> Iterator[RtspServer]:
-    """A real RTSP camera (640×360 H.264, keyframe every second)."""
-    with RtspServer({"cam": make_default_clip(CACHE)}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ if __name__ == "__main__":  # run through pytest before anything imports Home As
 
     raise SystemExit(run(__file__))
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 import statistics
@@ -44,23 +44,13 @@ from custom_components.lightnvr.recorder.storage import Segment
 from custom_components.lightnvr.review.timeline import build_timeline, find_playback, page
 from custom_components.lightnvr.websocket_api import DEFAULT_LIMIT
 from tests.conftest import camera_subentry, hub_entry_data
-from tests.infra.media import make_default_clip
 from tests.infra.rtsp import RtspServer
-
-from ._harness import CACHE
 
 ENTITY_ID = "camera.bench"
 DAYS = 30
 CLIPS = 300
 RUNS = 30
 GOAL_MS = 200.0
-
-
-@pytest.fixture
-def bench_camera(socket_enabled: None) -> Iterator[RtspServer]:
-    """A real RTSP camera (only there so the camera entity exists and streams)."""
-    with RtspServer({"cam": make_default_clip(CACHE)}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -142,11 +142,11 @@ async def test_go2rtc_viewers_never_starve_its_health_checks(
         assert all("Too many live views" in r["message"] for r in refused)
         # 30 WebSockets to go2rtc are open (more than the 20 connections of the API's pool).
         assert engine.viewer_count == 30
-        streams = await engine.async_check_api(5.0)
+        streams = await engine.default.async_check_api(5.0)
         assert streams  # answered while every viewer holds its connection
         await _ping(router)
-        assert engine.health.healthy
-        assert engine.health.restart_count == 0
+        assert engine.default.health.healthy
+        assert engine.default.health.restart_count == 0
     finally:
         await router.close()
         assert await hass.config_entries.async_unload(entry.entry_id)

@@ -212,7 +212,7 @@ async def test_transcode_size_option(
     await hass.async_block_till_done()
     subentry = next(iter(hub.subentries.values()))
     assert subentry.data[CONF_TRANSCODE_FULL_SIZE] is full_size
-    shared = hub.runtime_data.engine._viewers.transcoders(subentry.subentry_id)
+    shared = hub.runtime_data.engine.default._viewers.transcoders(subentry.subentry_id)
     expected = (3840, 2160) if full_size else (1280, 720)
     assert shared.video.output_size(shape.width, shape.height) == expected
 
@@ -243,7 +243,7 @@ async def test_h265_passes_through_to_a_viewer_that_offers_it(
         await _wait_for(lambda: viewer.audio_frames >= 10, timeout=20)  # AAC as Opus
         await async_update_entity(hass, LIVE_VIEW_SENSOR)
         assert hass.states.get(LIVE_VIEW_SENSOR).state == "h265_passthrough"
-        assert not hub.runtime_data.engine._viewers.transcoders(camera_id).video.running
+        assert not hub.runtime_data.engine.default._viewers.transcoders(camera_id).video.running
     finally:
         await client.close()
         await router.close()

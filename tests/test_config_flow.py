@@ -75,6 +75,13 @@ async def test_hub_flow_creates_entry_with_defaults(hass: HomeAssistant, tmp_pat
         "go2rtc_webrtc_lan": True,
         "max_viewers_per_camera": 10,
         "max_viewers": 50,
+        # No archive: stored as such, so options can switch a configured one off again.
+        "archive_path": "",
+        "archive_after_days": 0,
+        "archive_at_percent": 0,
+        "archive_max_mbps": 0.0,
+        "archive_retention_days": 0,
+        "archive_max_gb": 0.0,
     }
     assert storage.is_dir()
     await hass.async_block_till_done()
@@ -164,6 +171,80 @@ async def test_options_flow_changes_settings_and_reloads(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
     assert entry.runtime_data.options.object_api_key == "k1"
+
+
+async def test_archive_settings(hass: HomeAssistant, tmp_path: Path) -> None:
+    """An archive folder must exist, be writable, stay apart from the recordings and have a rule.
+
+    The accepted settings reach HubOptions; clearing the folder in the options turns it off.
+    """
+    storage = tmp_path / "rec"
+    archive = tmp_path / "nas"
+    archive.mkdir()
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+
+    async def submit(**archive_input: object) -> dict[str, object]:
+        return await hass.config_entries.flow.async_configure(
+            result["flow_id"], {**_hub_input(storage), **archive_input}
+        )
+
+    # Missing (an unmounted share is not created for it) and relative: not usable.
+    for path in (tmp_path / "missing", "relative/nas"):
+        refused = await submit(archive_path=str(path), archive_after_days=30)
+        assert refused["errors"] == {"archive_path": "archive_not_usable"}
+    # A file, not a folder.
+    (tmp_path / "file").write_text("x")
+    refused = await submit(archive_path=str(tmp_path / "file"), archive_after_days=30)
+    assert refused["errors"] == {"archive_path": "archive_not_usable"}
+    # Inside the recordings folder, the recordings folder itself, or around it.
+    (storage / "old").mkdir(parents=True)
+    for path in (storage / "old", storage, tmp_path):
+        refused = await submit(archive_path=str(path), archive_after_days=30)
+        assert refused["errors"] == {"archive_path": "archive_inside_storage"}
+    # A folder but no rule saying when recordings move.
+    refused = await submit(archive_path=str(archive), archive_after_days=0, archive_at_percent=0)
+    assert refused["errors"] == {"archive_after_days": "archive_no_rule"}
+
+    created = await submit(
+        archive_path=f" {archive} ",
+        archive_after_days=0,
+        archive_at_percent=80,
+        archive_max_mbps=12.5,
+        archive_retention_days=365,
+        archive_max_gb=2000,
+    )
+    assert created["type"] is FlowResultType.CREATE_ENTRY
+    assert {k: v for k, v in created["data"].items() if k.startswith("archive_")} == {
+        "archive_path": str(archive),
+        "archive_after_days": 0,
+        "archive_at_percent": 80,
+        "archive_max_mbps": 12.5,
+        "archive_retention_days": 365,
+        "archive_max_gb": 2000.0,
+    }
+    # The write test leaves nothing behind (the archive tier itself may keep files there).
+    assert not [p for p in archive.iterdir() if p.name.startswith(".lightnvr-write-test")]
+    await hass.async_block_till_done()
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    options = entry.runtime_data.options
+    assert options.archive_path == archive
+    assert (options.archive_after_days, options.archive_at_percent) == (0, 80)
+    assert (options.archive_max_mbps, options.archive_max_gb) == (12.5, 2000.0)
+    assert options.archive_retention_days == 365
+
+    # The options form shows the folder; submitting it empty switches the archive off.
+    flow = await hass.config_entries.options.async_init(entry.entry_id)
+    suggested = {
+        str(key): (key.description or {}).get("suggested_value")
+        for key in flow["data_schema"].schema
+    }
+    assert suggested["archive_path"] == str(archive)
+    done = await hass.config_entries.options.async_configure(flow["flow_id"], _hub_input(storage))
+    assert done["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert entry.runtime_data.options.archive_path is None
+    await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
 
 
 # ----- camera subentries ----------------------------------------------------------------------

@@ -89,7 +89,7 @@ async def test_live_view_and_snapshot_through_go2rtc(
     rtsp_camera.poll()
     assert rtsp_camera.connected_clients == 1  # go2rtc's; hub and viewer share it
 
-    pid = engine.health.pid
+    pid = engine.default.health.pid
     assert pid is not None
     assert pid_alive(pid)
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -209,5 +209,5 @@ async def test_external_go2rtc_from_the_config_flow(
     finally:
         await client.close()
         await router.close()
-    assert entry.runtime_data.engine.health.mode == "external"
+    assert entry.runtime_data.engine.default.health.mode == "external"
     assert await hass.config_entries.async_unload(entry.entry_id)

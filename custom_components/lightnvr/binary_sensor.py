@@ -29,8 +29,9 @@ async def async_setup_entry(
 ) -> None:
     """Add a stream sensor per camera, motion and object sensors where detection runs."""
     runtime = entry.runtime_data
-    if isinstance(runtime.engine, Go2RtcEngine):
-        async_add_entities([EngineProblemSensor(runtime.engine, entry)])
+    # The hub's go2rtc; a camera's own go2rtc shows in its camera's availability and repairs.
+    if isinstance(hub_engine := runtime.engine.default, Go2RtcEngine):
+        async_add_entities([EngineProblemSensor(hub_engine, entry)])
 
     def add_camera(camera: CameraConfig) -> None:
         entities: list[BinarySensorEntity] = [StreamSensor(runtime, camera)]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+import tempfile
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,13 @@ import voluptuous as vol
 
 from .const import (
     COMMON_OBJECT_LABELS,
+    CONF_ARCHIVE_AFTER_DAYS,
+    CONF_ARCHIVE_AT_PERCENT,
+    CONF_ARCHIVE_MAX_GB,
+    CONF_ARCHIVE_MAX_MBPS,
+    CONF_ARCHIVE_PATH,
+    CONF_ARCHIVE_RETENTION_DAYS,
+    CONF_CAMERA_GO2RTC_URL,
     CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_KEYFRAMES_ONLY,
     CONF_DETECT_MOTION,
@@ -120,6 +128,29 @@ def _check_storage(path: str) -> None:
         raise PermissionError(path)
 
 
+def _check_archive(path: str, storage: str) -> str | None:
+    """Return the error of an archive folder, None when it is usable. Blocking.
+
+    Unlike the storage folder it is not created: a missing folder usually is a NAS share that
+    is not mounted, and writing into the empty mount point would fill the local disk.
+    """
+    folder = Path(path)
+    if not folder.is_absolute() or not folder.is_dir():
+        return "archive_not_usable"
+    archive = Path(os.path.realpath(folder))
+    main = Path(os.path.realpath(storage))
+    # Either inside the other: the mover would move files into the folder it reads (or the
+    # recorder's retention would delete the archive).
+    if archive == main or main in archive.parents or archive in main.parents:
+        return "archive_inside_storage"
+    try:
+        with tempfile.NamedTemporaryFile(dir=archive, prefix=".lightnvr-write-test"):
+            pass
+    except OSError:
+        return "archive_not_usable"
+    return None
+
+
 def _box(low: float, high: float, step: float, unit: str) -> selector.NumberSelector:
     return selector.NumberSelector(
         selector.NumberSelectorConfig(
@@ -194,6 +225,24 @@ def _hub_schema(defaults: dict[str, Any]) -> vol.Schema:
                 default=defaults.get(CONF_SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS),
             ): _box(10, 600, 1, "s"),
             vol.Optional(
+                CONF_ARCHIVE_PATH, description={"suggested_value": defaults.get(CONF_ARCHIVE_PATH)}
+            ): selector.TextSelector(),
+            vol.Required(
+                CONF_ARCHIVE_AFTER_DAYS, default=defaults.get(CONF_ARCHIVE_AFTER_DAYS, 0)
+            ): _box(0, 3650, 1, "d"),
+            vol.Required(
+                CONF_ARCHIVE_AT_PERCENT, default=defaults.get(CONF_ARCHIVE_AT_PERCENT, 0)
+            ): _box(0, 99, 1, "%"),
+            vol.Required(
+                CONF_ARCHIVE_MAX_MBPS, default=defaults.get(CONF_ARCHIVE_MAX_MBPS, 0)
+            ): _box(0, 10000, 0.5, "MB/s"),
+            vol.Required(
+                CONF_ARCHIVE_RETENTION_DAYS, default=defaults.get(CONF_ARCHIVE_RETENTION_DAYS, 0)
+            ): _box(0, 3650, 1, "d"),
+            vol.Required(CONF_ARCHIVE_MAX_GB, default=defaults.get(CONF_ARCHIVE_MAX_GB, 0)): _box(
+                0, 1000000, 1, "GB"
+            ),
+            vol.Optional(
                 CONF_OBJECT_URL, description={"suggested_value": defaults.get(CONF_OBJECT_URL)}
             ): selector.TextSelector(
                 selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
@@ -246,6 +295,28 @@ def _valid_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+async def _check_go2rtc_server(
+    hass: HomeAssistant, url: str, field: str, errors: dict[str, str]
+) -> str:
+    """Check a go2rtc server's URL (the hub's or a camera's); return a detail for the form.
+
+    Errors go on `field`: `invalid_go2rtc_url` or `go2rtc_unreachable`.
+    """
+    if not _valid_http_url(url):
+        errors[field] = "invalid_go2rtc_url"
+        return ""
+    session = async_get_clientsession(hass)
+    try:
+        async with asyncio.timeout(GO2RTC_CHECK_TIMEOUT):
+            response = await session.get(url.rstrip("/") + "/api")
+            response.raise_for_status()
+            info = await response.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as err:
+        errors[field] = "go2rtc_unreachable"
+        return redact_url(str(err) or type(err).__name__)
+    return f"go2rtc {info.get('version', '?')}" if isinstance(info, dict) else ""
+
+
 async def _check_go2rtc(
     hass: HomeAssistant, user_input: dict[str, Any], errors: dict[str, str]
 ) -> str:
@@ -253,19 +324,7 @@ async def _check_go2rtc(
     engine = user_input[CONF_ENGINE]
     if engine == ENGINE_EXTERNAL:
         url = (user_input.get(CONF_GO2RTC_URL) or "").strip()
-        if not _valid_http_url(url):
-            errors[CONF_GO2RTC_URL] = "invalid_go2rtc_url"
-            return ""
-        session = async_get_clientsession(hass)
-        try:
-            async with asyncio.timeout(GO2RTC_CHECK_TIMEOUT):
-                response = await session.get(url.rstrip("/") + "/api")
-                response.raise_for_status()
-                info = await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as err:
-            errors[CONF_GO2RTC_URL] = "go2rtc_unreachable"
-            return redact_url(str(err) or type(err).__name__)
-        return f"go2rtc {info.get('version', '?')}" if isinstance(info, dict) else ""
+        return await _check_go2rtc_server(hass, url, CONF_GO2RTC_URL, errors)
     configured = (user_input.get(CONF_GO2RTC_BINARY) or "").strip() or None
     if engine == ENGINE_GO2RTC or (engine == ENGINE_AUTO and configured):
         check = await async_find_usable_binary(hass, configured)
@@ -289,6 +348,16 @@ async def _validate_hub(
     object_url = (user_input.get(CONF_OBJECT_URL) or "").strip()
     if object_url and not _valid_http_url(object_url):
         errors[CONF_OBJECT_URL] = "invalid_object_url"
+    if archive := (user_input.get(CONF_ARCHIVE_PATH) or "").strip():
+        error = await hass.async_add_executor_job(
+            _check_archive, archive, user_input[CONF_STORAGE_PATH]
+        )
+        if error is not None:
+            errors[CONF_ARCHIVE_PATH] = error
+        if not user_input.get(CONF_ARCHIVE_AFTER_DAYS) and not user_input.get(
+            CONF_ARCHIVE_AT_PERCENT
+        ):
+            errors[CONF_ARCHIVE_AFTER_DAYS] = "archive_no_rule"
     return errors
 
 
@@ -311,6 +380,13 @@ def _clean_hub_input(user_input: dict[str, Any]) -> dict[str, Any]:
         data.get(CONF_MAX_VIEWERS_PER_CAMERA, DEFAULT_MAX_VIEWERS_PER_CAMERA)
     )
     data[CONF_MAX_VIEWERS] = int(data.get(CONF_MAX_VIEWERS, DEFAULT_MAX_VIEWERS))
+    # Always stored, "" for none: options override the entry's data key by key, so a cleared
+    # archive folder must be written, not left out.
+    data[CONF_ARCHIVE_PATH] = (data.get(CONF_ARCHIVE_PATH) or "").strip()
+    for key in (CONF_ARCHIVE_AFTER_DAYS, CONF_ARCHIVE_AT_PERCENT, CONF_ARCHIVE_RETENTION_DAYS):
+        data[key] = int(data.get(key) or 0)
+    for key in (CONF_ARCHIVE_MAX_MBPS, CONF_ARCHIVE_MAX_GB):
+        data[key] = float(data.get(key) or 0)
     if data.get(CONF_OBJECT_URL):
         data[CONF_OBJECT_URL] = data[CONF_OBJECT_URL].strip()
     if data.get(CONF_GO2RTC_WEBRTC_PORT):
@@ -450,6 +526,11 @@ def _camera_schema(defaults: dict[str, Any]) -> vol.Schema:
                 CONF_TRANSCODE_FULL_SIZE,
                 default=defaults.get(CONF_TRANSCODE_FULL_SIZE, False),
             ): bool,
+            vol.Optional(
+                CONF_CAMERA_GO2RTC_URL, description=suggested(CONF_CAMERA_GO2RTC_URL)
+            ): selector.TextSelector(
+                selector.TextSelectorConfig(type=selector.TextSelectorType.URL)
+            ),
         }
     )
 
@@ -544,6 +625,14 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         except ValueError as err:
             return {}, {CONF_EXCLUDE_ZONES: "invalid_zones"}, str(err)
 
+        # The camera's own go2rtc: checked like the hub's external one, before the camera.
+        if go2rtc_url := (user_input.get(CONF_CAMERA_GO2RTC_URL) or "").strip():
+            detail = await _check_go2rtc_server(
+                self.hass, go2rtc_url, CONF_CAMERA_GO2RTC_URL, errors
+            )
+            if errors:
+                return {}, errors, detail
+
         wanted = normalized_url(url)
         for subentry in entry.subentries.values():
             if subentry.subentry_id == editing or subentry.subentry_type != SUBENTRY_CAMERA:
@@ -552,14 +641,27 @@ class CameraSubentryFlow(ConfigSubentryFlow):
                 return {}, {CONF_STREAM_URL: "duplicate_url"}, subentry.title
 
         source = CameraSource(url, username, password)
+        # A camera with a go2rtc of its own may sit where only that go2rtc reaches it (another
+        # network): unreachable from here is no verdict then. A camera that answers with a
+        # refused login or no video is still refused.
+        unreachable: str | None = None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT + 5):
                 await self.hass.async_add_executor_job(probe_source, source, PROBE_TIMEOUT)
         except SourceError as err:
-            errors["base"] = err.reason
-            return {}, errors, err.detail
+            if not go2rtc_url or err.reason != REASON_CANNOT_CONNECT:
+                return {}, {"base": err.reason}, err.detail
+            unreachable = err.detail
         except TimeoutError:
-            return {}, {"base": REASON_CANNOT_CONNECT}, "timed out"
+            if not go2rtc_url:
+                return {}, {"base": REASON_CANNOT_CONNECT}, "timed out"
+            unreachable = "timed out"
+        if unreachable is not None:
+            _LOGGER.debug(
+                "%s is not reachable from here (%s); its go2rtc will connect to it",
+                redact_url(url),
+                redact_url(unreachable),
+            )
 
         data: dict[str, Any] = {
             CONF_NAME: user_input[CONF_NAME].strip(),
@@ -588,6 +690,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             data[CONF_EXCLUDE_ZONES] = zones
         data[CONF_DETECT_KEYFRAMES_ONLY] = bool(user_input.get(CONF_DETECT_KEYFRAMES_ONLY, False))
         data[CONF_TRANSCODE_FULL_SIZE] = bool(user_input.get(CONF_TRANSCODE_FULL_SIZE, False))
+        if go2rtc_url:
+            data[CONF_CAMERA_GO2RTC_URL] = go2rtc_url
         if username:
             data[CONF_USERNAME] = username
         if password:

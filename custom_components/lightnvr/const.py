@@ -33,6 +33,15 @@ DEFAULT_MIN_FREE_GB: Final = 2.0
 DEFAULT_MAX_STORAGE_GB: Final = 0.0  # no cap: age and free space rule
 DEFAULT_SEGMENT_SECONDS: Final = 60
 
+# Archive tier (hub options): older recordings move from the storage folder to a second,
+# bigger/slower one (a NAS mount). Every 0 means "off" / "no limit"; no path means no archive.
+CONF_ARCHIVE_PATH: Final = "archive_path"
+CONF_ARCHIVE_AFTER_DAYS: Final = "archive_after_days"  # move recordings older than this
+CONF_ARCHIVE_AT_PERCENT: Final = "archive_at_percent"  # move when storage passes % of its cap
+CONF_ARCHIVE_MAX_MBPS: Final = "archive_max_mbps"  # the mover's bandwidth limit, MB/s
+CONF_ARCHIVE_RETENTION_DAYS: Final = "archive_retention_days"  # 0: the camera/hub retention
+CONF_ARCHIVE_MAX_GB: Final = "archive_max_gb"  # cap on the archive's size
+
 # Object detection (hub options) and event clips.
 CONF_OBJECT_URL: Final = "object_url"
 CONF_OBJECT_API_KEY: Final = "object_api_key"
@@ -69,6 +78,8 @@ CONF_MOTION_OFF_DELAY: Final = "motion_off_delay"
 CONF_EXCLUDE_ZONES: Final = "exclude_zones"
 CONF_DETECT_KEYFRAMES_ONLY: Final = "detect_keyframes_only"
 CONF_TRANSCODE_FULL_SIZE: Final = "transcode_full_size"
+# A go2rtc server of the camera's own, instead of the hub's stream engine (same key as the hub's).
+CONF_CAMERA_GO2RTC_URL: Final = "go2rtc_url"
 DEFAULT_MOTION_SENSITIVITY: Final = 50
 DEFAULT_MOTION_MIN_AREA: Final = 0.5
 DEFAULT_MOTION_OFF_DELAY: Final = 5

@@ -65,6 +65,7 @@ async def async_get_config_entry_diagnostics(
             info = hub.info
             camera["stream"] = stats
             camera["live_view"] = engine.live_view_path(camera_id)
+            camera["engine"] = engine.engine_name(camera_id)
             camera["video"] = (
                 {
                     "codec": info.video_codec,
@@ -98,7 +99,26 @@ async def async_get_config_entry_diagnostics(
         "engine": {
             "name": engine.name,
             "configured": runtime.options.engine,
-            **({"go2rtc": asdict(engine.health)} if isinstance(engine, Go2RtcEngine) else {}),
+            **(
+                {"go2rtc": asdict(engine.default.health)}
+                if isinstance(engine.default, Go2RtcEngine)
+                else {}
+            ),
+            # Cameras' own go2rtc servers, if any (URLs without login; _scrub redacts anyway).
+            **(
+                {
+                    "camera_go2rtc": [
+                        {
+                            "url": own.url,
+                            "cameras": list(own.camera_ids),
+                            "go2rtc": asdict(own.health),
+                        }
+                        for own in own_engines
+                    ]
+                }
+                if (own_engines := engine.camera_engines())
+                else {}
+            ),
         },
         "cameras": cameras,
         "storage": {

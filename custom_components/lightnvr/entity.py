@@ -39,7 +39,7 @@ class LightNvrCameraEntity(Entity):
             identifiers={(DOMAIN, camera.camera_id)},
             name=camera.name,
             manufacturer=MANUFACTURER,
-            model=f"{runtime.engine.name} engine",
+            model=f"{runtime.engine.engine_name(camera.camera_id)} engine",
         )
 
     @property

@@ -219,7 +219,7 @@ class LightNvrMediaSource(MediaSource):
         files = [
             BrowseMediaSource(
                 domain=DOMAIN,
-                identifier=recorder.layout.relative(segment.path),
+                identifier=recorder.relative(segment),
                 media_class=MediaClass.VIDEO,
                 media_content_type=MIME_TYPE,
                 title=_segment_title(segment),

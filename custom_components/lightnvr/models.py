@@ -10,6 +10,13 @@ from typing import Any
 from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
 
 from .const import (
+    CONF_ARCHIVE_AFTER_DAYS,
+    CONF_ARCHIVE_AT_PERCENT,
+    CONF_ARCHIVE_MAX_GB,
+    CONF_ARCHIVE_MAX_MBPS,
+    CONF_ARCHIVE_PATH,
+    CONF_ARCHIVE_RETENTION_DAYS,
+    CONF_CAMERA_GO2RTC_URL,
     CONF_CAMERA_RETENTION_DAYS,
     CONF_DETECT_KEYFRAMES_ONLY,
     CONF_DETECT_MOTION,
@@ -82,6 +89,12 @@ class CameraConfig:
     # A live view that must be transcoded (H.265 camera, viewer without H.265, no H.264
     # sub-stream) keeps the camera's size instead of at most 1280 px wide: sharper, more CPU.
     transcode_full_size: bool = False
+    # The camera's own go2rtc server (may hold a login): None → the hub's stream engine.
+    go2rtc_url: str | None = None
+
+    def __repr__(self) -> str:
+        """Return a repr fit for logs: the go2rtc URL may hold a login."""
+        return redacted_repr(self)
 
     @classmethod
     def from_subentry(cls, subentry_id: str, data: Mapping[str, Any]) -> CameraConfig:
@@ -120,6 +133,7 @@ class CameraConfig:
             exclude_zones=parse_zones(data.get(CONF_EXCLUDE_ZONES)),
             detect_keyframes_only=bool(data.get(CONF_DETECT_KEYFRAMES_ONLY, False)),
             transcode_full_size=bool(data.get(CONF_TRANSCODE_FULL_SIZE, False)),
+            go2rtc_url=str(data.get(CONF_CAMERA_GO2RTC_URL) or "").strip() or None,
         )
 
 
@@ -166,6 +180,13 @@ class HubOptions:
     go2rtc_webrtc_port: int | None = None
     go2rtc_candidates: tuple[str, ...] = ()
     viewer_limits: ViewerLimits = field(default_factory=ViewerLimits)
+    # Archive tier: None → no archive. Every 0 below means "off" or "no limit".
+    archive_path: Path | None = None
+    archive_after_days: float = 0.0  # move recordings older than this many days
+    archive_at_percent: int = 0  # move the oldest when storage passes this % of max_storage_gb
+    archive_max_mbps: float = 0.0  # the mover's bandwidth limit in MB/s
+    archive_retention_days: float = 0.0  # 0: the camera's / hub's retention applies in the archive
+    archive_max_gb: float = 0.0  # cap on the archive's size
 
     def __repr__(self) -> str:
         """Return a repr fit for logs: the go2rtc and detection server URLs may hold logins."""
@@ -210,6 +231,14 @@ class HubOptions:
                 ),
                 total=int(merged.get(CONF_MAX_VIEWERS, DEFAULT_MAX_VIEWERS)),
             ),
+            archive_path=(
+                Path(merged[CONF_ARCHIVE_PATH]) if merged.get(CONF_ARCHIVE_PATH) else None
+            ),
+            archive_after_days=float(merged.get(CONF_ARCHIVE_AFTER_DAYS) or 0),
+            archive_at_percent=int(merged.get(CONF_ARCHIVE_AT_PERCENT) or 0),
+            archive_max_mbps=float(merged.get(CONF_ARCHIVE_MAX_MBPS) or 0),
+            archive_retention_days=float(merged.get(CONF_ARCHIVE_RETENTION_DAYS) or 0),
+            archive_max_gb=float(merged.get(CONF_ARCHIVE_MAX_GB) or 0),
         )
 
 

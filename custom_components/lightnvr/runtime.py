@@ -15,7 +15,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from .const import DOMAIN, EVENT_CLIP_READY
 from .detection.events import DetectionEvents
 from .detection.pipeline import DetectionOptions, DetectionPipeline
-from .engine.base import StreamEngine
+from .engine.router import EngineRouter
 from .hub import StreamHub
 from .media.fragments import CameraFragments
 from .models import CameraConfig, HubOptions
@@ -52,7 +52,8 @@ class LightNvrRuntime:
 
     hass: HomeAssistant
     options: HubOptions
-    engine: StreamEngine
+    # Routes each camera to its engine: the hub's, or a go2rtc of the camera's own.
+    engine: EngineRouter
     recorder: RecorderManager
     clips: ClipManager
     cameras: dict[str, CameraConfig] = field(default_factory=dict)

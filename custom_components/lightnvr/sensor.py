@@ -90,8 +90,9 @@ async def async_setup_entry(
         StorageSensor(runtime.recorder, entry.entry_id, device, description)
         for description in STORAGE_SENSORS
     )
-    if isinstance(runtime.engine, Go2RtcEngine):
-        async_add_entities([Go2RtcRestartsSensor(runtime.engine, entry.entry_id, device)])
+    # The hub's go2rtc; a camera's own go2rtc shows in its camera's availability and repairs.
+    if isinstance(hub_engine := runtime.engine.default, Go2RtcEngine):
+        async_add_entities([Go2RtcRestartsSensor(hub_engine, entry.entry_id, device)])
 
     def add_camera(camera: CameraConfig) -> None:
         async_add_entities(

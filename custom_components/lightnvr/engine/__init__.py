@@ -1,7 +1,8 @@
 """Stream engines: what carries video from the cameras to viewers.
 
 `auto` prefers go2rtc (lowest latency, more codecs) when a usable binary is installed and falls
-back to the built-in engine otherwise, so a plain Home Assistant always has live view.
+back to the built-in engine otherwise, so a plain Home Assistant always has live view. The hub's
+engine is wrapped in an `EngineRouter`, which adds a go2rtc engine per camera go2rtc URL.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from .go2rtc import (
     default_settings,
 )
 from .go2rtc.config import Go2RtcSettings
+from .router import EngineRouter
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["EngineUnavailableError", "StreamEngine", "async_create_engine"]
+__all__ = ["EngineRouter", "EngineUnavailableError", "StreamEngine", "async_create_engine"]
 
 
 class EngineUnavailableError(Exception):
@@ -52,7 +54,18 @@ def go2rtc_settings(hass: HomeAssistant, options: HubOptions) -> Go2RtcSettings:
     )
 
 
-async def async_create_engine(hass: HomeAssistant, options: HubOptions) -> StreamEngine:
+async def async_create_engine(hass: HomeAssistant, options: HubOptions) -> EngineRouter:
+    """Build (not start) the hub's engine, in the router that adds the cameras' own go2rtc."""
+    return EngineRouter(
+        hass,
+        await _async_create_hub_engine(hass, options),
+        settings=go2rtc_settings(hass, options),
+        limits=options.viewer_limits,
+        hub_go2rtc_url=options.go2rtc_url if options.engine == ENGINE_EXTERNAL else None,
+    )
+
+
+async def _async_create_hub_engine(hass: HomeAssistant, options: HubOptions) -> StreamEngine:
     """Build (not start) the engine the hub options ask for."""
     if options.engine == ENGINE_EMBEDDED:
         async_clear_binary_issues(hass)

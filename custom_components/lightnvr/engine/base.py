@@ -67,6 +67,10 @@ class StreamEngine(Protocol):
     def close_session(self, session_id: str) -> None:
         """Close a viewer's session (it may already be gone)."""
 
+    @property
+    def viewer_count(self) -> int:
+        """Return the number of open WebRTC sessions."""
+
     async def async_snapshot(
         self, camera_id: str, width: int | None, height: int | None
     ) -> bytes | None:

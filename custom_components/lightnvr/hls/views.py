@@ -48,13 +48,7 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
 
 from ..const import DOMAIN
-from ..recorder.storage import (
-    Segment,
-    SegmentIndex,
-    StorageLayout,
-    UnsafePathError,
-    valid_camera_id,
-)
+from ..recorder.storage import Segment, SegmentIndex, UnsafePathError, valid_camera_id
 from .limits import (
     VOD_MAX_FILES,
     VOD_SIGN_BATCH,
@@ -373,7 +367,7 @@ class VodPlaylistView(_HlsView):
             self.hass,
             _select_recordings,
             recorder.index,
-            recorder.layout,
+            recorder.relative,
             camera_id,
             wanted,
             VOD_MAX_FILES,
@@ -420,7 +414,7 @@ def _user_key(request: web.Request) -> str:
 
 def _select_recordings(
     index: SegmentIndex,
-    layout: StorageLayout,
+    relative: Callable[[Segment], str],
     camera_id: str,
     wanted: _VodRequest,
     limit: int,
@@ -436,9 +430,7 @@ def _select_recordings(
     ]
     if len(segments) > limit:
         raise TooManyRecordingsError(len(segments), limit)
-    return [
-        (segment, _vod_file_path(camera_id, layout.relative(segment.path))) for segment in segments
-    ]
+    return [(segment, _vod_file_path(camera_id, relative(segment))) for segment in segments]
 
 
 def _render_vod(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 import logging
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..const import DOMAIN
 from ..media.consumer import PacketSource
 from ..media.fragments import CameraFragments
 from ..models import CameraConfig, HubOptions
+from .archive import ArchivePass, ArchiveSettings, ArchiveTier, ArchiveUnavailableError
 from .lifecycle import async_open_store
 from .segmenter import (
     DEFAULT_FRAGMENT_SECONDS,
@@ -52,6 +54,8 @@ from .storage import (
 _LOGGER = logging.getLogger(__name__)
 
 ISSUE_STORAGE_FULL = "storage_full"
+ISSUE_ARCHIVE_UNAVAILABLE = "archive_unavailable"
+ARCHIVE_STOP_WAIT = 15.0  # seconds
 DEFAULT_RETENTION_INTERVAL = timedelta(minutes=1)
 _GB = 1_000_000_000  # the options speak of GB, as disks are sold
 # Recording resumes only once the free space is this much above the floor, so that a disk at
@@ -128,6 +132,22 @@ class RecorderManager:
         self._last_check: datetime | None = None
         self._storage_full = False
 
+        # The archive tier (a second folder, typically a NAS), when the options set one.
+        settings = ArchiveSettings.from_options(
+            options.archive_path,
+            after_days=options.archive_after_days,
+            at_percent=options.archive_at_percent,
+            max_mbps=options.archive_max_mbps,
+            retention_days=options.archive_retention_days,
+            max_gb=options.archive_max_gb,
+        )
+        self.archive = (
+            ArchiveTier(settings, self.layout, usage_fn=usage_fn) if settings is not None else None
+        )
+        self._archive_task: asyncio.Task[None] | None = None
+        self._archive_problem: ArchiveUnavailableError | None = None
+        self.last_archive_pass: ArchivePass | None = None
+
     # ----- lifecycle ------------------------------------------------------------------------------
 
     async def async_start(self) -> None:
@@ -137,7 +157,7 @@ class RecorderManager:
             what="recording(s)",
             load=self._load,
             opened=self._opened,
-            retention=self.async_run_retention,
+            retention=self._async_housekeeping,
             interval=self._retention_interval,
         )
         for segmenter in self._segmenters.values():
@@ -152,7 +172,15 @@ class RecorderManager:
         found = scan_storage(self.layout)
         for segment in found.segments:
             self.index.add(segment)
+        # The archive is scanned by the mover's first pass, in the background: a share that
+        # hangs (a dead NFS server) must not hold up Home Assistant's start.
         return len(recover_parts(self.layout, found.parts, self.index))
+
+    async def _async_housekeeping(self) -> None:
+        """Retention in the main folder, then (in the background) the archive's moves."""
+        await self.async_run_retention()
+        if self._started:
+            self.async_start_archive_pass()
 
     async def async_stop(self) -> None:
         """Finish every segment being written and join every thread."""
@@ -160,6 +188,13 @@ class RecorderManager:
         if self._cancel_timer is not None:
             self._cancel_timer()
             self._cancel_timer = None
+        if self.archive is not None:
+            self.archive.stop_event.set()  # a copy in progress stops; its original stays
+        if self._archive_task is not None:
+            # A copy stops within a chunk; a share that hangs must not hold up the stop.
+            _done, pending = await asyncio.wait({self._archive_task}, timeout=ARCHIVE_STOP_WAIT)
+            if pending:
+                _LOGGER.warning("The archive mover did not stop in time (is the share hanging?)")
         segmenters = list(self._segmenters.values())
         self._segmenters.clear()
         await asyncio.gather(
@@ -170,6 +205,7 @@ class RecorderManager:
         async with self._retention_lock:  # let a running retention pass end
             pass
         ir.async_delete_issue(self._hass, DOMAIN, ISSUE_STORAGE_FULL)
+        ir.async_delete_issue(self._hass, DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
 
     # ----- cameras --------------------------------------------------------------------------------
 
@@ -272,7 +308,7 @@ class RecorderManager:
         usage = self._usage
         return StorageStatus(
             path=self.layout.root,
-            used_bytes=self.index.total_size() + writing,
+            used_bytes=self.index.local.total_size() + writing,
             free_bytes=usage.free if usage is not None else None,
             total_bytes=usage.total if usage is not None else None,
             min_free_bytes=self._min_free_bytes,
@@ -285,9 +321,21 @@ class RecorderManager:
     def resolve(self, relative: str) -> Path:
         """Return the real path of a recording from a relative path (raises UnsafePathError).
 
+        Both tiers share one layout, so a recording keeps its relative path when it moves to
+        the archive: the main folder's file if it is there, else the archive's.
         Blocking (it resolves symlinks on disk): call it in an executor.
         """
-        return resolve_inside(self.layout.root, relative)
+        local = resolve_inside(self.layout.root, relative)
+        if self.archive is None or self.index.get(local) is not None or local.exists():
+            return local
+        archived = resolve_inside(self.archive.layout.root, relative)
+        return archived if self.index.get(archived) is not None else local
+
+    def relative(self, segment: Segment) -> str:
+        """Return a recording's relative path (its Media panel id and URL part), either tier."""
+        if segment.archived and self.archive is not None:
+            return self.archive.layout.relative(segment.path)
+        return self.layout.relative(segment.path)
 
     # ----- listeners ------------------------------------------------------------------------------
 
@@ -377,7 +425,7 @@ class RecorderManager:
             def run() -> RetentionResult:
                 return apply_retention(
                     self.layout,
-                    self.index,
+                    self.index.local,
                     policy,
                     active=active(),
                     usage_fn=self._usage_fn,
@@ -397,6 +445,84 @@ class RecorderManager:
         self._apply_storage_state(result, policy.min_free_bytes)
         self._async_notify()
         return result
+
+    # ----- archive tier ---------------------------------------------------------------------------
+
+    @callback
+    def async_start_archive_pass(self) -> asyncio.Task[None] | None:
+        """Start a pass of the mover in the background, unless one runs; return its task."""
+        if self.archive is None or not self._started:
+            return None
+        if self._archive_task is None or self._archive_task.done():
+            self._archive_task = self._hass.async_create_background_task(
+                self._async_archive_pass(), "LightNVR archive mover"
+            )
+        return self._archive_task
+
+    async def _async_archive_pass(self) -> None:
+        archive = self.archive
+        assert archive is not None
+        segmenters = list(self._segmenters.values())
+        size_cap = self._max_size_bytes or (self._usage.total if self._usage is not None else 0)
+        settings = archive.settings
+        retention = RetentionPolicy(
+            retention_days=settings.retention_days or self._options.retention_days,
+            min_free_bytes=0,  # the archive's disk is watched by the mover, which pauses
+            max_size_bytes=settings.max_size_bytes,
+            # The archive's own retention replaces the cameras' when it is set.
+            camera_days={} if settings.retention_days else dict(self._camera_days),
+        )
+
+        def active() -> list[Path]:
+            return [path for s in segmenters if (path := s.active_path) is not None]
+
+        result = await self._hass.async_add_executor_job(
+            partial(archive.run_pass, self.index, active, size_cap=size_cap, retention=retention)
+        )
+        self.last_archive_pass = result
+        if result.moved:
+            _LOGGER.debug(
+                "Archived %d recording(s), %s in %.1f s",
+                len(result.moved),
+                _format_gb(result.moved_bytes),
+                result.seconds,
+            )
+        self._apply_archive_state(result.problem)
+        if result.moved or result.deleted or result.scanned:
+            self._async_notify()
+
+    @callback
+    def _apply_archive_state(self, problem: ArchiveUnavailableError | None) -> None:
+        """Raise, update or clear the repair issue of an archive that cannot take files."""
+        assert self.archive is not None
+        previous, self._archive_problem = self._archive_problem, problem
+        root = str(self.archive.layout.root)
+        if problem is None:
+            if previous is not None:
+                _LOGGER.info("The archive %s is usable again: moving recordings resumes", root)
+                ir.async_delete_issue(self._hass, DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
+            return
+        if previous is None or previous.reason != problem.reason:
+            _LOGGER.warning(
+                "Recordings stay in %s for now: the archive cannot take them (%s)",
+                self.layout.root,
+                problem.detail,
+            )
+            ir.async_create_issue(
+                self._hass,
+                DOMAIN,
+                ISSUE_ARCHIVE_UNAVAILABLE,
+                is_fixable=False,
+                is_persistent=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key=f"{ISSUE_ARCHIVE_UNAVAILABLE}_{problem.reason}",
+                translation_placeholders={"path": root, "detail": problem.detail},
+            )
+
+    @property
+    def archive_problem(self) -> ArchiveUnavailableError | None:
+        """Return why the archive cannot take files now (None: it can, or there is none)."""
+        return self._archive_problem
 
     @callback
     def _apply_storage_state(self, result: RetentionResult, min_free: int) -> None:

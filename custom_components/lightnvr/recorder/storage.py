@@ -54,6 +54,7 @@ __all__ = [
     "PART_SUFFIX",
     "SEGMENT_SUFFIX",
     "DayIndex",
+    "DayItems",
     "DiskUsage",
     "DiskUsageFn",
     "Indexed",
@@ -110,6 +111,7 @@ class Segment(TimedFile):
     start: float  # epoch seconds of the first frame
     end: float  # epoch seconds of the end of the last frame
     size: int  # bytes
+    archived: bool = False  # in the archive tier (`archive.py`), not the main folder
 
 
 class StorageLayout(DayTree):
@@ -282,12 +284,113 @@ class DayIndex[T: Indexed]:
             return len(self._paths)
 
 
-class SegmentIndex(DayIndex[Segment]):
-    """Finished recording segments per camera and day."""
+class DayItems[T: Indexed](Protocol):
+    """What readers of an index use: a `DayIndex`, or the two tiers of a `SegmentIndex`."""
 
-    def segments(self, camera_id: str, day: date | None = None) -> list[Segment]:
+    def get(self, path: Path) -> T | None: ...  # noqa: D102
+    def cameras(self) -> list[str]: ...  # noqa: D102
+    def days(self, camera_id: str) -> list[date]: ...  # noqa: D102
+    def items(self, camera_id: str, day: date | None = None) -> list[T]: ...  # noqa: D102
+    def oldest(self, camera_id: str | None = None) -> T | None: ...  # noqa: D102
+    def newest(self, camera_id: str) -> T | None: ...  # noqa: D102
+
+
+class SegmentIndex:
+    """Finished recordings per camera and day, oldest first, over both storage tiers.
+
+    The main folder's files and the archive's are kept apart (`local`, `archive`: retention
+    works per tier), and read together: the Media panel, playlists, the timeline and exports
+    do not care where a file lies. A file moved to the archive is swapped in one step
+    (`replace`), so a reader sees it in one tier or the other, never in both or neither.
+    Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty index."""
+        self._lock = threading.RLock()
+        self.local: DayIndex[Segment] = DayIndex()
+        self.archive: DayIndex[Segment] = DayIndex()
+
+    def tier(self, archived: bool) -> DayIndex[Segment]:
+        """Return the index of one tier."""
+        return self.archive if archived else self.local
+
+    def add(self, segment: Segment) -> None:
+        """Add (or replace) a segment in its tier."""
+        with self._lock:
+            self.tier(segment.archived).add(segment)
+
+    def remove(self, segment: Segment) -> bool:
+        """Forget a segment; return False if it was not indexed."""
+        with self._lock:
+            return self.tier(segment.archived).remove(segment)
+
+    def replace(self, old: Segment, new: Segment) -> bool:
+        """Swap `old` for `new` (a move between tiers); False, and nothing added, if `old` is gone.
+
+        `old` gone means retention deleted it meanwhile: its copy must not bring it back.
+        """
+        with self._lock:
+            if not self.tier(old.archived).remove(old):
+                return False
+            self.tier(new.archived).add(new)
+            return True
+
+    def get(self, path: Path) -> Segment | None:
+        """Return the segment stored at `path`, if indexed."""
+        with self._lock:
+            return self.local.get(path) or self.archive.get(path)
+
+    def cameras(self) -> list[str]:
+        """Return the cameras that have segments."""
+        with self._lock:
+            return sorted({*self.local.cameras(), *self.archive.cameras()})
+
+    def days(self, camera_id: str) -> list[date]:
+        """Return a camera's days with segments, oldest first."""
+        with self._lock:
+            return sorted({*self.local.days(camera_id), *self.archive.days(camera_id)})
+
+    def items(self, camera_id: str, day: date | None = None) -> list[Segment]:
         """Return a camera's segments (of one day, or all), oldest first."""
-        return self.items(camera_id, day)
+        with self._lock:
+            local = self.local.items(camera_id, day)
+            archived = self.archive.items(camera_id, day)
+        if not archived:
+            return local
+        # Archived files are mostly the older ones: two sorted runs, merged in linear time.
+        return sorted(archived + local, key=_start_key)
+
+    segments = items
+
+    def oldest_first(self) -> list[Segment]:
+        """Return every segment of every camera, oldest first."""
+        with self._lock:
+            everything = self.archive.oldest_first() + self.local.oldest_first()
+        everything.sort(key=_start_key)
+        return everything
+
+    def oldest(self, camera_id: str | None = None) -> Segment | None:
+        """Return the oldest segment (of one camera, or of all)."""
+        with self._lock:
+            firsts = [self.archive.oldest(camera_id), self.local.oldest(camera_id)]
+        return min((s for s in firsts if s is not None), key=_start_key, default=None)
+
+    def newest(self, camera_id: str) -> Segment | None:
+        """Return a camera's newest segment."""
+        with self._lock:
+            lasts = [self.archive.newest(camera_id), self.local.newest(camera_id)]
+        return max((s for s in lasts if s is not None), key=_start_key, default=None)
+
+    def total_size(self, camera_id: str | None = None) -> int:
+        """Return the bytes held by segments of both tiers (of one camera, or of all)."""
+        with self._lock:
+            return self.local.total_size(camera_id) + self.archive.total_size(camera_id)
+
+    def __len__(self) -> int:
+        """Return the number of segments."""
+        with self._lock:
+            return len(self.local) + len(self.archive)
 
 
 # ----- scanning and recovery (blocking) ---------------------------------------------------------
@@ -301,8 +404,8 @@ class ScanResult:
     parts: list[Path]  # files left behind by a crash (or a kill) while being written
 
 
-def scan_storage(layout: StorageLayout) -> ScanResult:
-    """Walk the storage root for segments and leftover parts (blocking).
+def scan_storage(layout: StorageLayout, *, archived: bool = False) -> ScanResult:
+    """Walk the storage root (or the archive's) for segments and leftover parts (blocking).
 
     Symlinks are not followed and foreign files are ignored (see `DayTree.scan`), so retention
     can only ever delete files this module wrote, inside the root.
@@ -316,7 +419,7 @@ def scan_storage(layout: StorageLayout) -> ScanResult:
             start = layout.start_from_name(path, end_hint=stat.st_mtime)  # mtime = end
             if start is not None:
                 end = plausible_end(path, start, stat.st_mtime)
-                segments.append(Segment(folder.camera_id, path, start, end, stat.st_size))
+                segments.append(Segment(folder.camera_id, path, start, end, stat.st_size, archived))
     return ScanResult(segments, parts)
 
 
@@ -404,7 +507,7 @@ class RetentionResult:
 
 def apply_retention(
     layout: StorageLayout,
-    index: SegmentIndex,
+    index: DayIndex[Segment],
     policy: RetentionPolicy,
     *,
     active: Collection[Path] = (),
@@ -442,7 +545,7 @@ def apply_retention(
         if days <= 0:
             continue
         cutoff = now - days * 86400
-        for segment in index.segments(camera_id):
+        for segment in index.items(camera_id):
             if segment.end >= cutoff:
                 break
             delete(segment)

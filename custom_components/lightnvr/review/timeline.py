@@ -24,7 +24,7 @@ from typing import Final, Protocol
 from ..hls.views import VOD_TARGET_SECONDS
 from ..hls.vod import FragmentCache, vod_chunks
 from ..recorder.clips import EventClip
-from ..recorder.storage import DayIndex, Indexed, Segment
+from ..recorder.storage import DayItems, Indexed, Segment
 
 MERGE_GAP: Final = 2.0
 # Local days (of any time zone) are at most a day off the UTC day, and a file lasts at most
@@ -52,7 +52,7 @@ def _utc_day(epoch: float) -> date:
 
 
 def overlapping[T: TimedItem](
-    index: DayIndex[T], camera_id: str, start: float, end: float
+    index: DayItems[T], camera_id: str, start: float, end: float
 ) -> list[T]:
     """Return a camera's items overlapping [start, end), oldest first.
 
@@ -208,8 +208,8 @@ def _gaps(
 
 
 def build_timeline(
-    segments: DayIndex[Segment],
-    clips: DayIndex[EventClip],
+    segments: DayItems[Segment],
+    clips: DayItems[EventClip],
     camera_id: str,
     start: float,
     end: float,
@@ -352,7 +352,7 @@ class Playback:
 
 
 def find_playback(
-    index: DayIndex[Segment],
+    index: DayItems[Segment],
     camera_id: str,
     at: float,
     max_seconds: float,

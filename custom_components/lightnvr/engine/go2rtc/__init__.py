@@ -34,11 +34,22 @@ from .binary import (
 )
 from .config import Go2RtcSettings, IceServer, UnsafeConfigValueError, check_source
 from .engine import Go2RtcEngine, stream_name
-from .health import ISSUE_INSECURE_VERSION, MODE_EXTERNAL, MODE_MANAGED, Go2RtcHealth, HealthTimings
+from .health import (
+    ISSUE_CAMERA_UNREACHABLE,
+    ISSUE_INSECURE_VERSION,
+    ISSUE_UNREACHABLE,
+    MODE_EXTERNAL,
+    MODE_MANAGED,
+    Go2RtcHealth,
+    HealthTimings,
+    IssueNaming,
+)
 from .process import Go2RtcPortInUseError, Go2RtcProcessError, Go2RtcStartError
 
 __all__ = [
+    "ISSUE_CAMERA_UNREACHABLE",
     "ISSUE_INSECURE_VERSION",
+    "ISSUE_UNREACHABLE",
     "MODE_EXTERNAL",
     "MODE_MANAGED",
     "BinaryCheck",
@@ -52,6 +63,7 @@ __all__ = [
     "Go2RtcUnavailableError",
     "HealthTimings",
     "IceServer",
+    "IssueNaming",
     "UnsafeConfigValueError",
     "async_clear_binary_issues",
     "async_create_go2rtc_engine",

@@ -49,6 +49,7 @@ from .health import (
     Go2RtcHealth,
     Go2RtcWatchdog,
     HealthTimings,
+    IssueNaming,
     report_port_in_use,
 )
 from .managed import ManagedGo2Rtc
@@ -88,8 +89,12 @@ class Go2RtcEngine:
         ready_timeout: float = READY_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
         limits: ViewerLimits | None = None,
+        issues: IssueNaming | None = None,
     ) -> None:
-        """Prepare the engine; `async_start` starts (or contacts) go2rtc."""
+        """Prepare the engine; `async_start` starts (or contacts) go2rtc.
+
+        `issues` names the repair issues of a go2rtc that is not the hub's engine.
+        """
         if mode == MODE_MANAGED:
             if binary is None or not binary.usable or config_dir is None:
                 raise ValueError("managed mode needs a usable binary and a config folder")
@@ -138,6 +143,7 @@ class Go2RtcEngine:
             display_url=self._redact(url or "go2rtc"),
             timings=self._timings,
             health=Go2RtcHealth(mode=mode, healthy=False, version=version),
+            issues=issues,
         )
 
     # ----- health (for the hub's entities and diagnostics) ------------------------------------
@@ -339,7 +345,10 @@ class Go2RtcEngine:
         self._cameras[camera.camera_id] = camera
         self._names[camera.camera_id] = name
         self._redact.add(camera.source.password, *url_secrets(camera.source.url))
-        if self._client is not None:
+        # An external go2rtc known to be down is not asked (each try would wait for its
+        # timeout while HA sets up): the watchdog registers the stream once it answers.
+        reachable = self.mode == MODE_MANAGED or self.health.healthy
+        if self._client is not None and reachable:
             try:
                 await self._async_register_camera(camera.camera_id)
             except Go2RtcApiError as err:

@@ -23,6 +23,10 @@ An external go2rtc older than 1.9.12 gets the `go2rtc_insecure_version` repair i
 `api.local_auth`, so its API (config with every camera password, stream control) is open to
 every program on its machine whatever its password. A managed one that old is never started
 (binary.py refuses it).
+
+A go2rtc that only some cameras use (engine/router.py) has a watchdog of its own whose issue ids
+carry a per-server suffix (`IssueNaming`), and whose unreachable issue is
+`camera_go2rtc_unreachable`, naming the server and its cameras: servers never share an issue.
 """
 
 from __future__ import annotations
@@ -55,7 +59,30 @@ ISSUE_KEEPS_FAILING = "go2rtc_keeps_failing"
 ISSUE_UNREACHABLE = "go2rtc_unreachable"
 ISSUE_PORT_IN_USE = "go2rtc_port_in_use"
 ISSUE_INSECURE_VERSION = "go2rtc_insecure_version"
+# The unreachable issue of a go2rtc that only some cameras use (not the hub's engine).
+ISSUE_CAMERA_UNREACHABLE = "camera_go2rtc_unreachable"
 ISSUE_LOG_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class IssueNaming:
+    """How a watchdog names its repair issues.
+
+    The hub's engine uses the plain ids. Each go2rtc of some cameras' own has a suffix, so two
+    servers never share (and clear) one issue, and its unreachable issue lists its cameras.
+    """
+
+    suffix: str = ""
+    unreachable_key: str = ISSUE_UNREACHABLE
+    placeholders: Callable[[], dict[str, str]] | None = None
+
+    def issue_id(self, key: str) -> str:
+        """Return the id of issue `key` for this go2rtc."""
+        return key + self.suffix
+
+    def extra(self) -> dict[str, str]:
+        """Return the placeholders the issue texts get besides the URL and the detail."""
+        return self.placeholders() if self.placeholders is not None else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +222,11 @@ class Go2RtcWatchdog:
         timings: HealthTimings,
         health: Go2RtcHealth,
         clock: Callable[[], float] = time.monotonic,
+        issues: IssueNaming | None = None,
     ) -> None:
         """Prepare; `async_start` runs it."""
         self._hass = hass
+        self._issues = issues or IssueNaming()
         self._target = target
         self._mode = mode
         self._url = display_url
@@ -252,7 +281,7 @@ class Go2RtcWatchdog:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for issue in (ISSUE_KEEPS_FAILING, ISSUE_UNREACHABLE, ISSUE_INSECURE_VERSION):
-            ir.async_delete_issue(self._hass, DOMAIN, issue)
+            ir.async_delete_issue(self._hass, DOMAIN, self._issues.issue_id(issue))
 
     def stream_registered(self, name: str) -> None:
         """Give a stream the engine just (re-)registered its grace period."""
@@ -310,7 +339,7 @@ class Go2RtcWatchdog:
         self._api_failures = 0
         if self._unreachable:
             self._unreachable = False
-            ir.async_delete_issue(self._hass, DOMAIN, ISSUE_UNREACHABLE)
+            ir.async_delete_issue(self._hass, DOMAIN, self._issues.issue_id(ISSUE_UNREACHABLE))
             _LOGGER.info("go2rtc at %s answers again", self._url)
         if await self._check_streams(statuses):
             self._report_healthy()
@@ -408,7 +437,7 @@ class Go2RtcWatchdog:
                 ir.async_create_issue(
                     self._hass,
                     DOMAIN,
-                    ISSUE_KEEPS_FAILING,
+                    self._issues.issue_id(ISSUE_KEEPS_FAILING),
                     is_fixable=False,
                     severity=ir.IssueSeverity.ERROR,
                     translation_key=ISSUE_KEEPS_FAILING,
@@ -449,7 +478,7 @@ class Go2RtcWatchdog:
             self._healthy_since = now
         if self._gave_up:
             self._gave_up = False
-            ir.async_delete_issue(self._hass, DOMAIN, ISSUE_KEEPS_FAILING)
+            ir.async_delete_issue(self._hass, DOMAIN, self._issues.issue_id(ISSUE_KEEPS_FAILING))
             _LOGGER.info("go2rtc works again")
         if now - self._healthy_since >= self._t.stable_after:
             self._policy.reset_backoff()
@@ -462,7 +491,7 @@ class Go2RtcWatchdog:
         user is told that its API is open to local programs until it is updated.
         """
         if not version or parse_version_tuple(version) >= SECURITY_MIN_VERSION:
-            ir.async_delete_issue(self._hass, DOMAIN, ISSUE_INSECURE_VERSION)
+            ir.async_delete_issue(self._hass, DOMAIN, self._issues.issue_id(ISSUE_INSECURE_VERSION))
             return
         minimum = ".".join(str(n) for n in SECURITY_MIN_VERSION)
         _LOGGER.warning(
@@ -475,7 +504,7 @@ class Go2RtcWatchdog:
         ir.async_create_issue(
             self._hass,
             DOMAIN,
-            ISSUE_INSECURE_VERSION,
+            self._issues.issue_id(ISSUE_INSECURE_VERSION),
             is_fixable=False,
             severity=ir.IssueSeverity.WARNING,
             translation_key=ISSUE_INSECURE_VERSION,
@@ -491,11 +520,16 @@ class Go2RtcWatchdog:
         ir.async_create_issue(
             self._hass,
             DOMAIN,
-            ISSUE_UNREACHABLE,
+            self._issues.issue_id(ISSUE_UNREACHABLE),
             is_fixable=False,
             severity=ir.IssueSeverity.ERROR,
-            translation_key=ISSUE_UNREACHABLE,
-            translation_placeholders={"url": self._url, "detail": detail},
+            translation_key=self._issues.unreachable_key,
+            # The detail may quote the URL: only ever without its login.
+            translation_placeholders={
+                **self._issues.extra(),
+                "url": self._url,
+                "detail": redact_url(detail),
+            },
         )
 
 

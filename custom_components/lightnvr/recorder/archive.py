@@ -1,0 +1,489 @@
+"""The archive tier: finished recordings moved from the main folder to a second one (a NAS).
+
+The archive has the main folder's layout (`<camera_id>/<local day>/<HH-MM-SS>.mp4`), so a
+recording keeps its relative path, and its Media panel id and playlist URLs, when it moves.
+
+A move never risks the only copy: the file is copied under a temporary name
+(`….mp4.moving`), flushed to the disk, checked (same size, a complete fragmented MP4 to the
+last byte), given the original's modification time (its end time, which the index reads back)
+and renamed; only then does the index point at the copy, and only then is the original
+deleted. A move cut short (a stop, the archive going away) leaves at most a `.moving` file,
+deleted when the archive is next used; a crash between the rename and the delete leaves two
+equal copies, and the start-up scan deletes the main folder's one. Only indexed files move,
+and the files being written are never indexed.
+
+The archive may go away at any time (an unmounted share, a read-only remount, a full disk):
+moves stop and say why (`ArchiveUnavailableError.reason`), recording goes on in the main
+folder, and the next pass tries again. An unmounted share often leaves an empty folder behind
+it; writing there would fill the main disk, so the archive carries a marker file whose id the
+main folder remembers, and a folder without the right marker is "not mounted".
+
+Everything here is blocking file work for the executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+import contextlib
+from dataclasses import dataclass
+import errno
+import json
+import logging
+import os
+from pathlib import Path
+import threading
+import time
+import uuid
+
+from ..media.bmff import iter_file_boxes
+from .files import VIDEO_SUFFIX
+from .storage import (
+    DiskUsageFn,
+    RetentionPolicy,
+    RetentionResult,
+    Segment,
+    SegmentIndex,
+    StorageLayout,
+    apply_retention,
+    disk_usage,
+    scan_storage,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+MOVING_SUFFIX = ".moving"  # a copy on its way into the archive
+ARCHIVE_MARKER = ".lightnvr-archive"  # in the archive: its id
+ARCHIVE_ID_FILE = ".lightnvr-archive-id"  # in the main folder: the archive it uses
+COPY_CHUNK = 8 * 1024 * 1024
+_MB = 1_000_000
+_GB = 1_000_000_000
+# Moves pause when the archive's disk has less free than this (beyond the file to copy).
+ARCHIVE_MIN_FREE_BYTES = 256 * 1024 * 1024
+
+# Why the archive cannot be used (the repair issue's `reason`).
+REASON_MISSING = "missing"
+REASON_NOT_MOUNTED = "not_mounted"
+REASON_READ_ONLY = "read_only"
+REASON_FULL = "full"
+REASON_ERROR = "error"
+
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_GONE_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.EIO, errno.ENOTCONN}
+
+
+class ArchiveUnavailableError(OSError):
+    """The archive cannot take files now; `reason` is one of the REASON_ constants."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """Say why (`reason`) and what was seen (`detail`, for the log and the issue)."""
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class MoveStopped(Exception):  # noqa: N818 - a signal, not an error
+    """The move was asked to stop (the hub is stopping); nothing was lost."""
+
+
+def unavailable(err: OSError, what: str) -> ArchiveUnavailableError:
+    """Classify an OS error met in the archive."""
+    if isinstance(err, ArchiveUnavailableError):
+        return err
+    if err.errno in _READ_ONLY_ERRNOS:
+        reason = REASON_READ_ONLY
+    elif err.errno in _FULL_ERRNOS:
+        reason = REASON_FULL
+    elif err.errno in _GONE_ERRNOS:
+        reason = REASON_MISSING
+    else:
+        reason = REASON_ERROR
+    return ArchiveUnavailableError(reason, f"{what}: {err.strerror or err}")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSettings:
+    """When recordings move to the archive, how fast, and how long the archive keeps them."""
+
+    root: Path
+    after_days: float = 0.0  # move recordings older than this (0: not by age)
+    at_percent: float = 0.0  # move the oldest while the main folder is past this % (0: off)
+    max_bytes_per_second: float | None = None  # None: as fast as the disks go
+    retention_days: float = 0.0  # 0: the recordings' own retention (hub or camera)
+    max_size_bytes: int | None = None  # None: no cap on the archive
+
+    @classmethod
+    def from_options(
+        cls,
+        root: Path | None,
+        *,
+        after_days: float,
+        at_percent: float,
+        max_mbps: float,
+        retention_days: float,
+        max_gb: float,
+    ) -> ArchiveSettings | None:
+        """Build from the hub options; None when no archive is set or no rule moves files."""
+        if root is None or (after_days <= 0 and at_percent <= 0):
+            return None
+        return cls(
+            root=Path(root),
+            after_days=max(0.0, after_days),
+            at_percent=max(0.0, at_percent),
+            max_bytes_per_second=max_mbps * _MB if max_mbps > 0 else None,
+            retention_days=max(0.0, retention_days),
+            max_size_bytes=int(max_gb * _GB) if max_gb > 0 else None,
+        )
+
+
+@dataclass(slots=True)
+class ArchivePass:
+    """What one pass of the mover did."""
+
+    moved: list[Segment]
+    moved_bytes: int = 0
+    seconds: float = 0.0
+    deleted: tuple[Segment, ...] = ()  # by the archive's retention
+    problem: ArchiveUnavailableError | None = None
+    scanned: int | None = None  # files found by a first scan of the archive, if one ran
+
+
+class RateLimit:
+    """Keeps a copy under `bytes_per_second` on average (None: no limit)."""
+
+    def __init__(self, bytes_per_second: float | None, stop: threading.Event) -> None:
+        """Start counting now; `stop` cuts a wait short."""
+        self._rate = bytes_per_second
+        self._stop = stop
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    @property
+    def chunk(self) -> int:
+        """Return how much to copy at a time: about a quarter second's worth when limited."""
+        if self._rate is None:
+            return COPY_CHUNK
+        return int(min(COPY_CHUNK, max(64 * 1024, self._rate / 4)))
+
+    def took(self, size: int) -> None:
+        """Account for `size` bytes copied; wait until the average is back under the limit."""
+        self._bytes += size
+        if self._rate is None:
+            return
+        ahead = self._bytes / self._rate - (time.monotonic() - self._start)
+        if ahead > 0 and self._stop.wait(ahead):
+            raise MoveStopped
+
+
+def _copy_range(
+    source: int, target: int, size: int, limit: RateLimit, stop: threading.Event
+) -> None:
+    """Copy `size` bytes between two file descriptors, in the kernel where it can."""
+    copied = 0
+    in_kernel = hasattr(os, "copy_file_range")
+    chunk = limit.chunk
+    while copied < size:
+        if stop.is_set():
+            raise MoveStopped
+        count = min(chunk, size - copied)
+        done = 0
+        if in_kernel:
+            try:
+                done = os.copy_file_range(source, target, count)
+            except OSError as err:
+                # Not between these file systems (or not on them): copy through user space.
+                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                in_kernel = False
+        if not in_kernel:
+            data = os.read(source, count)
+            done = len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(target, view) :]
+        if done == 0:
+            raise OSError(errno.EIO, "the file got shorter while it was copied")
+        copied += done
+        limit.took(done)
+
+
+def is_complete_mp4(path: Path, size: int) -> bool:
+    """Return True when `path` is `size` bytes of whole top-level boxes: ftyp, moov, fragments."""
+    kinds: list[bytes] = []
+    end = 0
+    with path.open("rb") as file:
+        for kind, offset, _head, box_size in iter_file_boxes(file, size):
+            kinds.append(kind)
+            end = offset + box_size
+    return (
+        end == size
+        and bool(kinds)
+        and kinds[0] == b"ftyp"
+        and b"moov" in kinds
+        and b"moof" in kinds
+        and b"mdat" in kinds
+    )
+
+
+class ArchiveTier:
+    """The archive folder: check it, find its files, move files into it, apply its retention."""
+
+    def __init__(
+        self,
+        settings: ArchiveSettings,
+        local: StorageLayout,
+        *,
+        usage_fn: DiskUsageFn = disk_usage,
+    ) -> None:
+        """Use `settings.root` as the archive of the main folder `local`."""
+        self.settings = settings
+        self.local = local
+        self.layout = StorageLayout(settings.root, local.tz)
+        self._usage_fn = usage_fn
+        self.stop_event = threading.Event()
+        self.scanned = False  # the archive's files are in the index
+
+    # ----- is it there? ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise ArchiveUnavailableError unless the archive is there, ours, and writable."""
+        root = self.layout.root
+        try:
+            if not root.is_dir():
+                raise ArchiveUnavailableError(REASON_MISSING, f"{root} is not a folder")
+            self._check_marker(root)
+            probe = root / f".lightnvr-write-test-{uuid.uuid4().hex}"
+            try:
+                with probe.open("wb") as file:
+                    file.write(b"ok")
+            finally:
+                probe.unlink(missing_ok=True)
+        except OSError as err:
+            raise unavailable(err, str(root)) from None
+        self.check_space(0)
+
+    def check_space(self, needed_bytes: int) -> None:
+        """Raise ArchiveUnavailableError unless the archive's disk can take `needed_bytes`."""
+        root = self.layout.root
+        try:
+            free = self._usage_fn(root).free
+        except OSError as err:
+            raise unavailable(err, str(root)) from None
+        if free < needed_bytes + ARCHIVE_MIN_FREE_BYTES:
+            raise ArchiveUnavailableError(REASON_FULL, f"{root} has {free / _GB:.1f} GB free")
+
+    def _check_marker(self, root: Path) -> None:
+        """Make sure this is the archive the main folder used before (or adopt it if new)."""
+        remembered = self.local.root / ARCHIVE_ID_FILE
+        marker = root / ARCHIVE_MARKER
+        found = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        known: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(remembered.read_text(encoding="utf-8"))
+        if known.get("path") == str(root) and known.get("id"):
+            if found != known["id"]:
+                raise ArchiveUnavailableError(
+                    REASON_NOT_MOUNTED,
+                    f"{root} is not the archive used before (is the share mounted?)",
+                )
+            return
+        # A folder never used as this hub's archive (or a new archive path): adopt it.
+        ident = found or uuid.uuid4().hex
+        if found is None:
+            marker.write_text(ident + "\n", encoding="utf-8")
+        self.local.root.mkdir(parents=True, exist_ok=True)
+        remembered.write_text(json.dumps({"path": str(root), "id": ident}), encoding="utf-8")
+
+    # ----- start-up scan --------------------------------------------------------------------------
+
+    def scan_into(self, index: SegmentIndex) -> int:
+        """Index the archive's files (blocking); return how many were found.
+
+        Copies cut short (`.moving`) are deleted. A file present in both tiers is a move
+        interrupted between its rename and its delete: the main folder's copy goes when the
+        two are the same size (the archive's was checked before its rename).
+        """
+        found = scan_storage(self.layout, archived=True)
+        for folder in self.layout.scan():
+            for leftover in folder.path.glob(f"*{VIDEO_SUFFIX}{MOVING_SUFFIX}"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        for segment in found.segments:
+            local_path = self.local.root / self.layout.relative(segment.path)
+            local = index.get(local_path)
+            if local is not None and local.size == segment.size:
+                index.remove(local)
+                with contextlib.suppress(OSError):
+                    self.local.delete(local.path)
+                _LOGGER.info(
+                    "Finished an interrupted move of %s", self.layout.relative(segment.path)
+                )
+            index.add(segment)
+        self.scanned = True
+        return len(found.segments)
+
+    # ----- moving ---------------------------------------------------------------------------------
+
+    def due(
+        self,
+        index: SegmentIndex,
+        active: Collection[Path],
+        *,
+        size_cap: int,
+        now: float,
+    ) -> list[Segment]:
+        """Return the main folder's files to move now, oldest first.
+
+        By age: older than `after_days`. By fill: the oldest, until the main folder's
+        recordings are back under `at_percent` of `size_cap` (the hub's size cap, or the disk).
+        """
+        protected = {Path(path) for path in active}
+        settings = self.settings
+        local = [s for s in index.local.oldest_first() if s.path not in protected]
+        chosen: dict[Path, Segment] = {}
+        if settings.after_days > 0:
+            cutoff = now - settings.after_days * 86400
+            for segment in local:
+                if segment.end >= cutoff:
+                    break
+                chosen[segment.path] = segment
+        if settings.at_percent > 0 and size_cap > 0:
+            limit = size_cap * settings.at_percent / 100
+            used = index.local.total_size()
+            for segment in local:
+                if used <= limit:
+                    break
+                chosen[segment.path] = segment
+                used -= segment.size
+        return sorted(chosen.values(), key=lambda s: s.start)
+
+    def move(self, segment: Segment, limit: RateLimit) -> Segment:
+        """Copy one file into the archive, check it, rename it (blocking); return its new entry.
+
+        Raises ArchiveUnavailableError when the archive fails (the original is untouched),
+        MoveStopped when asked to stop, OSError for a problem with the original alone.
+        """
+        relative = self.local.relative(segment.path)
+        target = self.layout.root / relative
+        moving = target.with_name(target.name + MOVING_SUFFIX)
+        try:
+            source = os.open(segment.path, os.O_RDONLY)
+        except OSError:
+            raise  # the original is gone (retention, by hand): nothing to move
+        try:
+            stat = os.fstat(source)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    if target.stat().st_size == stat.st_size and is_complete_mp4(
+                        target, stat.st_size
+                    ):
+                        return self._archived(segment, target)  # copied before a crash
+                    raise ArchiveUnavailableError(
+                        REASON_ERROR, f"{relative} exists in the archive with other content"
+                    )
+                # A copy cut short on a share that then went read-only or away may be left.
+                moving.unlink(missing_ok=True)
+                self._copy(source, moving, stat.st_size, limit)
+                if moving.stat().st_size != stat.st_size or not is_complete_mp4(
+                    moving, stat.st_size
+                ):
+                    raise ArchiveUnavailableError(
+                        REASON_ERROR, f"the copy of {relative} does not match the original"
+                    )
+                os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime = its end
+                os.rename(moving, target)
+                _fsync_dir(target.parent)
+            except (OSError, MoveStopped) as err:
+                with contextlib.suppress(OSError):
+                    moving.unlink(missing_ok=True)
+                if isinstance(err, MoveStopped):
+                    raise
+                raise unavailable(err, relative) from None
+        finally:
+            os.close(source)
+        return self._archived(segment, target)
+
+    def _copy(self, source: int, moving: Path, size: int, limit: RateLimit) -> None:
+        target = os.open(moving, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _copy_range(source, target, size, limit, self.stop_event)
+            os.fsync(target)  # on the archive's disk before the original may go
+        finally:
+            os.close(target)
+
+    @staticmethod
+    def _archived(segment: Segment, target: Path) -> Segment:
+        return Segment(
+            segment.camera_id, target, segment.start, segment.end, segment.size, archived=True
+        )
+
+    def run_pass(
+        self,
+        index: SegmentIndex,
+        active: Callable[[], Collection[Path]],
+        *,
+        size_cap: int,
+        retention: RetentionPolicy,
+        now: float | None = None,
+    ) -> ArchivePass:
+        """Move what is due, then apply the archive's retention (blocking).
+
+        Stops at the first archive failure (reported in `problem`; the rest waits for the next
+        pass) and at `stop_event`.
+        """
+        started = time.monotonic()
+        now = time.time() if now is None else now
+        result = ArchivePass(moved=[])
+        try:
+            self.check()
+            if not self.scanned:
+                result.scanned = self.scan_into(index)
+            limit = RateLimit(self.settings.max_bytes_per_second, self.stop_event)
+            for segment in self.due(index, active(), size_cap=size_cap, now=now):
+                if self.stop_event.is_set():
+                    break
+                self.check_space(segment.size)
+                try:
+                    archived = self.move(segment, limit)
+                except ArchiveUnavailableError:
+                    raise
+                except OSError as err:  # the original alone: gone or unreadable
+                    _LOGGER.debug("Not moving %s: %s", segment.path.name, err)
+                    continue
+                self._swap(index, segment, archived)
+                result.moved.append(archived)
+                result.moved_bytes += archived.size
+            if not self.stop_event.is_set():
+                kept: RetentionResult = apply_retention(
+                    self.layout, index.archive, retention, usage_fn=self._usage_fn, now=now
+                )
+                result.deleted = kept.deleted
+        except ArchiveUnavailableError as err:
+            result.problem = err
+        except MoveStopped:
+            pass
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _swap(self, index: SegmentIndex, original: Segment, archived: Segment) -> None:
+        """Point the index at the archived copy, then delete the original."""
+        if not index.replace(original, archived):
+            # Retention deleted the original while it was copied: the copy goes too.
+            with contextlib.suppress(OSError):
+                self.layout.delete(archived.path)
+            return
+        try:
+            self.local.delete(original.path)
+        except OSError as err:  # two copies until the next start-up scan settles it
+            _LOGGER.warning("Could not delete %s after archiving it: %s", original.path.name, err)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

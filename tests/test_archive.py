@@ -162,6 +162,11 @@ async def test_recordings_move_to_the_archive_and_play_across_tiers(
         assert segment.path.stat().st_mtime == pytest.approx(segment.end, abs=0.01)
     assert not _moving_files(share.files)
     assert recorder.archive_problem is None
+    archived_bytes = recorder.index.archive.total_size()
+    assert archived_bytes >= sum(s.size for s in moved)
+    used = hass.states.get("sensor.lightnvr_archive_used")
+    assert used is not None
+    assert float(used.state) == pytest.approx(archived_bytes / 1e9, rel=0.01)  # in GB
 
     # Newer recordings stay in the main folder until the next pass.
     await wait_segments(entry, len(moved) + 2)

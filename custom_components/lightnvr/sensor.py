@@ -67,6 +67,19 @@ STORAGE_SENSORS = (
 )
 
 
+# Only when an archive folder is set.
+ARCHIVE_SENSOR = StorageSensorDescription(
+    key="archive_used",
+    translation_key="archive_used",
+    device_class=SensorDeviceClass.DATA_SIZE,
+    state_class=SensorStateClass.MEASUREMENT,
+    native_unit_of_measurement=UnitOfInformation.BYTES,
+    suggested_unit_of_measurement=UnitOfInformation.GIGABYTES,
+    suggested_display_precision=2,
+    value=lambda status: status.archive_used_bytes,
+)
+
+
 def hub_device_info(entry: LightNvrConfigEntry) -> DeviceInfo:
     """Return the device that groups the hub's own entities."""
     return DeviceInfo(
@@ -86,9 +99,12 @@ async def async_setup_entry(
     """Add the hub's storage sensors and each camera's last-recording sensor."""
     runtime = entry.runtime_data
     device = hub_device_info(entry)
+    storage: tuple[StorageSensorDescription, ...] = STORAGE_SENSORS
+    if runtime.recorder.archive is not None:
+        storage = (*storage, ARCHIVE_SENSOR)
     async_add_entities(
         StorageSensor(runtime.recorder, entry.entry_id, device, description)
-        for description in STORAGE_SENSORS
+        for description in storage
     )
     # The hub's go2rtc; a camera's own go2rtc shows in its camera's availability and repairs.
     if isinstance(hub_engine := runtime.engine.default, Go2RtcEngine):

@@ -69,7 +69,7 @@ class StorageStatus:
     """What the hub's storage sensors show."""
 
     path: Path
-    used_bytes: int  # by recordings: finished segments plus the ones being written
+    used_bytes: int  # by recordings in the main folder: finished plus being written
     free_bytes: int | None  # on the file system (None before the first check)
     total_bytes: int | None
     min_free_bytes: int
@@ -77,6 +77,9 @@ class StorageStatus:
     segments: int
     storage_full: bool  # recording is paused for lack of space
     last_check: datetime | None  # when retention last ran
+    archive_path: Path | None = None  # the archive tier's folder, if one is set
+    archive_used_bytes: int = 0  # by archived recordings
+    archive_problem: str | None = None  # why the archive cannot take files now (a reason)
 
 
 def _format_gb(size: int) -> str:
@@ -316,6 +319,9 @@ class RecorderManager:
             segments=len(self.index),
             storage_full=self._storage_full,
             last_check=self._last_check,
+            archive_path=self.archive.layout.root if self.archive is not None else None,
+            archive_used_bytes=self.index.archive.total_size(),
+            archive_problem=problem.reason if (problem := self._archive_problem) else None,
         )
 
     def resolve(self, relative: str) -> Path:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
-from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.config_entries import SOURCE_USER, ConfigSubentryData
 from homeassistant.const import CONF_NAME, CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -90,6 +91,21 @@ def hub_entry_data(storage: Path) -> dict[str, Any]:
         CONF_RETENTION_DAYS: 7,
         CONF_MIN_FREE_GB: 1.0,
     }
+
+
+async def open_stream_url_form(hass: HomeAssistant, entry_id: str) -> Any:
+    """Start "Add camera" and choose "Stream URL" in its menu; return the form."""
+    result = await hass.config_entries.subentries.async_init(
+        (entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["onvif", "discover", "stream_url"]
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"next_step_id": "stream_url"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "stream_url"
+    return result
 
 
 def camera_subentry(name: str, url: str, **extra: Any) -> ConfigSubentryData:

@@ -18,7 +18,7 @@ from pathlib import Path
 import subprocess
 
 from homeassistant.components.camera import async_get_image
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -36,11 +36,10 @@ from custom_components.lightnvr.const import (
     CONF_SUBSTREAM_URL,
     CONF_TRANSCODE_FULL_SIZE,
     DOMAIN,
-    SUBENTRY_CAMERA,
 )
 from custom_components.lightnvr.hls import live_playlist_path
 
-from .conftest import hub_entry_data
+from .conftest import hub_entry_data, open_stream_url_form
 from .infra.cameras import MATRIX_NAMES, SHAPES, CameraMatrix, CameraShape
 from .test_hls_live import Player
 from .test_hls_views import register_hls, signed
@@ -83,9 +82,7 @@ async def _add_camera(
     }
     if shape.has_substream:
         user_input[CONF_SUBSTREAM_URL] = matrix.substream_url(shape)
-    result = await hass.config_entries.subentries.async_init(
-        (hub.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
-    )
+    result = await open_stream_url_form(hass, hub.entry_id)
     result = await hass.config_entries.subentries.async_configure(result["flow_id"], user_input)
     assert result["type"] is FlowResultType.CREATE_ENTRY, result
     await hass.async_block_till_done()
@@ -195,9 +192,7 @@ async def test_transcode_size_option(
 ) -> None:
     """A 4K H.265 camera without sub-stream is transcoded at most 1280 wide, or at full size."""
     shape = SHAPES["h265_4k_aac"]
-    result = await hass.config_entries.subentries.async_init(
-        (hub.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
-    )
+    result = await open_stream_url_form(hass, hub.entry_id)
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"],
         {

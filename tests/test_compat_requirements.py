@@ -26,6 +26,43 @@ from .compat import MANIFEST, ReleaseFiles, load_release, release_versions
 
 # Shown when a check fails; they are checked against HA's pins like every package resolved.
 WATCHED = ("av", "numpy", "aiortc", "cryptography", "pyopenssl")
+# Requirements that Home Assistant's own integrations pin exactly (its `onvif` integration:
+# onvif-zeep-async, WSDiscovery). pip cannot resolve them here for every release: WSDiscovery
+# is an sdist on PyPI, and onvif-zeep-async 3.2.5 needs ciso8601, which HA 2025.4 pins to a
+# version PyPI has no Python 3.13 wheel of; HA's wheel index serves both, and HA's own CI
+# installs its pins under its constraints. So each release's pin stands for the requirement,
+# and it must satisfy the manifest's range (a release that moves its pin outside fails here).
+HA_PINNED = ("onvif-zeep-async", "wsdiscovery")
+
+
+def integration_pins(wheel: zipfile.ZipFile) -> dict[str, str]:
+    """Exact pins (`name==version`) of every integration of the release, by package name."""
+    pins: dict[str, str] = {}
+    for name in wheel.namelist():
+        if name.startswith("homeassistant/components/") and name.endswith("/manifest.json"):
+            for text in json.loads(wheel.read(name)).get("requirements", []):
+                req = Requirement(text)
+                exact = [s.version for s in req.specifier if s.operator == "=="]
+                if exact:
+                    pins[canonicalize_name(req.name)] = exact[0]
+    return pins
+
+
+def left_to_ha(reqs: list[str], wheel: zipfile.ZipFile, version: str) -> list[str]:
+    """Drop the HA_PINNED requirements, checking the release's pin satisfies each of them."""
+    pins = integration_pins(wheel)
+    kept = []
+    for text in reqs:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        if name not in HA_PINNED:
+            kept.append(text)
+            continue
+        assert name in pins, f"{version}: no integration pins {req.name} any more"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{version} pins {req.name}=={pins[name]}, outside the manifest's {text!r}"
+        )
+    return kept
 
 
 def constraints(release: ReleaseFiles) -> dict[str, SpecifierSet]:
@@ -61,6 +98,7 @@ def requirements(release: ReleaseFiles, manifest: Path = MANIFEST) -> list[str]:
     todo += [(d, False) for d in data.get("after_dependencies", [])]
     seen: set[str] = set()
     with zipfile.ZipFile(release.wheel) as wheel:
+        reqs = left_to_ha(reqs, wheel, release.version)
         while todo:
             domain, required = todo.pop(0)
             if domain in seen:

@@ -34,7 +34,13 @@ from custom_components.lightnvr.const import (
 )
 from custom_components.lightnvr.models import CameraConfig
 
-from .conftest import CAMERA_PASSWORD, CAMERA_USER, camera_subentry, hub_entry_data
+from .conftest import (
+    CAMERA_PASSWORD,
+    CAMERA_USER,
+    camera_subentry,
+    hub_entry_data,
+    open_stream_url_form,
+)
 from .infra.rtsp import RtspServer
 
 
@@ -265,9 +271,7 @@ async def hub(hass: HomeAssistant, tmp_path: Path) -> AsyncIterator[MockConfigEn
 async def _camera_flow(
     hass: HomeAssistant, entry: MockConfigEntry, user_input: dict[str, object]
 ) -> dict[str, object]:
-    result = await hass.config_entries.subentries.async_init(
-        (entry.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
-    )
+    result = await open_stream_url_form(hass, entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     return await hass.config_entries.subentries.async_configure(result["flow_id"], user_input)
 

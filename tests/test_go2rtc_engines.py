@@ -15,7 +15,7 @@ from pathlib import Path
 import socket
 from urllib.parse import urlsplit
 
-from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.config_entries import SOURCE_RECONFIGURE
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -34,7 +34,7 @@ from custom_components.lightnvr.engine.go2rtc import Go2RtcSettings
 from custom_components.lightnvr.engine.router import EngineRouter
 from custom_components.lightnvr.models import ViewerLimits
 
-from .conftest import camera_subentry, hub_entry_data
+from .conftest import camera_subentry, hub_entry_data, open_stream_url_form
 from .go2rtc_double.fixtures import *  # noqa: F403 - fixtures found by name
 from .go2rtc_double.fixtures import DoubleBinary, ExternalDouble, camera_config, fast_timings
 from .infra.rtsp import RtspServer
@@ -212,9 +212,7 @@ async def test_camera_go2rtc_url_in_the_subentry_flow(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     base = {"name": "Shed", "stream_url": rtsp_camera.url("cam"), "record": False}
-    result = await hass.config_entries.subentries.async_init(
-        (entry.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
-    )
+    result = await open_stream_url_form(hass, entry.entry_id)
     flow_id = result["flow_id"]
     for url, error in (
         ("not a url", "invalid_go2rtc_url"),
@@ -260,9 +258,7 @@ async def test_camera_go2rtc_url_in_the_subentry_flow(
     # A camera only its go2rtc reaches (another network): not reachable from here is accepted
     # with a go2rtc URL, refused without one.
     remote = {**base, "name": "Barn", "stream_url": f"rtsp://127.0.0.1:{_closed_port()}/s"}
-    result = await hass.config_entries.subentries.async_init(
-        (entry.entry_id, SUBENTRY_CAMERA), context={"source": SOURCE_USER}
-    )
+    result = await open_stream_url_form(hass, entry.entry_id)
     result = await hass.config_entries.subentries.async_configure(result["flow_id"], remote)
     assert result["errors"] == {"base": "cannot_connect"}
     result = await hass.config_entries.subentries.async_configure(

@@ -123,7 +123,7 @@ def user_data(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return text_at(f"config.step.user.data.{key}", value)
 
 
-CAMERA_USER = "config_subentries.camera.step.user"
+CAMERA_USER = "config_subentries.camera.step.stream_url"
 OPTION_ENGINE = "options.step.init.data.engine"
 SECOND_SERVICE = """
 def register(hass):

@@ -29,6 +29,7 @@ _LOGGER = logging.getLogger(__name__)
 
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
+    Platform.BUTTON,
     Platform.CAMERA,
     Platform.EVENT,
     Platform.IMAGE,
@@ -77,7 +78,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
     clips = ClipManager(hass, options.storage_path, retention_days=options.event_retention_days)
     recorder.retention_peer = clips.retention_peer
     runtime = LightNvrRuntime(
-        hass=hass, options=options, engine=engine, recorder=recorder, clips=clips
+        hass=hass, options=options, engine=engine, recorder=recorder, clips=clips, entry=entry
     )
     try:
         await engine.async_start()

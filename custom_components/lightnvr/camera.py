@@ -15,6 +15,7 @@ from .const import DOMAIN
 from .entity import LightNvrCameraEntity
 from .hub import HubState
 from .models import CameraConfig
+from .ptz import async_register_ptz_services
 from .recorder.clips import ClipBusyError, ClipError
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
@@ -38,7 +39,9 @@ async def async_setup_entry(
         async_add_entities([LightNvrCamera(runtime, camera)], config_subentry_id=camera.camera_id)
 
     runtime.entity_factories.append(add_camera)
-    entity_platform.async_get_current_platform().async_register_entity_service(
+    platform = entity_platform.async_get_current_platform()
+    async_register_ptz_services(platform)  # lightnvr.ptz, lightnvr.ptz_preset
+    platform.async_register_entity_service(
         SERVICE_SAVE_CLIP,
         {
             vol.Optional(ATTR_DURATION, default=30): vol.All(

@@ -25,6 +25,7 @@ from homeassistant.helpers import selector
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 import voluptuous as vol
 
+from .camera_flow_onvif import OnvifCameraSteps
 from .const import (
     COMMON_OBJECT_LABELS,
     CONF_ARCHIVE_AFTER_DAYS,
@@ -106,6 +107,7 @@ from .source import (
 _LOGGER = logging.getLogger(__name__)
 
 GO2RTC_CHECK_TIMEOUT = 5.0
+ONVIF_PREFIX = "onvif_"  # the subentry keys of a camera added through ONVIF
 
 
 def default_storage_path(hass: HomeAssistant) -> str:
@@ -546,12 +548,18 @@ def _kept_password(
     return stored if camera_address(old_url) == camera_address(url) else None
 
 
-class CameraSubentryFlow(ConfigSubentryFlow):
-    """Add or reconfigure a camera; the source is probed before it is saved."""
+class CameraSubentryFlow(OnvifCameraSteps, ConfigSubentryFlow):
+    """Add or reconfigure a camera; the source is probed before it is saved.
 
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Add a camera."""
-        return await self._async_camera_step("user", user_input, None)
+    Adding starts with a menu (`camera_flow_onvif.py`): ONVIF, a network search, or this
+    module's stream URL form.
+    """
+
+    async def async_step_stream_url(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Add a camera by its stream URL."""
+        return await self._async_camera_step("stream_url", user_input, None)
 
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
@@ -573,6 +581,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             data, errors, detail = await self._async_validate_camera(user_input, current, editing)
             placeholders["detail"] = detail
             if not errors:
+                # A camera added through ONVIF stays one (profiles, PTZ, device fields).
+                data.update({k: v for k, v in current.items() if k.startswith(ONVIF_PREFIX)})
                 if editing is None:
                     return self.async_create_entry(title=data[CONF_NAME], data=data)
                 return self.async_update_and_abort(

@@ -80,6 +80,18 @@ CONF_DETECT_KEYFRAMES_ONLY: Final = "detect_keyframes_only"
 CONF_TRANSCODE_FULL_SIZE: Final = "transcode_full_size"
 # A go2rtc server of the camera's own, instead of the hub's stream engine (same key as the hub's).
 CONF_CAMERA_GO2RTC_URL: Final = "go2rtc_url"
+# Cameras added through ONVIF: where the camera answers, and its chosen media profiles.
+CONF_ONVIF_HOST: Final = "onvif_host"
+CONF_ONVIF_PORT: Final = "onvif_port"
+CONF_ONVIF_PROFILE: Final = "onvif_profile"  # token of the main (recorded) profile
+CONF_ONVIF_SUB_PROFILE: Final = "onvif_sub_profile"  # token of the sub-stream profile
+CONF_ONVIF_PTZ: Final = "onvif_ptz"  # the main profile can pan, tilt or zoom
+CONF_ONVIF_MANUFACTURER: Final = "onvif_manufacturer"
+CONF_ONVIF_MODEL: Final = "onvif_model"
+CONF_ONVIF_SERIAL: Final = "onvif_serial"
+CONF_ONVIF_FIRMWARE: Final = "onvif_firmware"
+CONF_ONVIF_SNAPSHOT_URI: Final = "onvif_snapshot_uri"
+DEFAULT_ONVIF_PORT: Final = 80
 DEFAULT_MOTION_SENSITIVITY: Final = 50
 DEFAULT_MOTION_MIN_AREA: Final = 0.5
 DEFAULT_MOTION_OFF_DELAY: Final = 5

@@ -41,6 +41,16 @@ class LightNvrCameraEntity(Entity):
             manufacturer=MANUFACTURER,
             model=f"{runtime.engine.engine_name(camera.camera_id)} engine",
         )
+        if (onvif := camera.onvif) is not None and onvif.manufacturer:
+            # A camera added through ONVIF says what it is: the device shows that.
+            self._attr_device_info = DeviceInfo(
+                identifiers={(DOMAIN, camera.camera_id)},
+                name=camera.name,
+                manufacturer=onvif.manufacturer,
+                model=onvif.model,
+                serial_number=onvif.serial,
+                sw_version=onvif.firmware,
+            )
 
     @property
     def available(self) -> bool:

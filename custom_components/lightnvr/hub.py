@@ -426,8 +426,11 @@ class StreamHub:
 
     # ----- reader thread ----------------------------------------------------------------------
 
-    def _set_state(self, state: HubState, error: str | None = None) -> None:
-        changed = state is not self._state or error != self._last_error
+    def _set_state(
+        self, state: HubState, error: str | None = None, *, attempt: bool = False
+    ) -> None:
+        """Set the state; listeners hear of changes, and of every failed attempt (`attempt`)."""
+        changed = attempt or state is not self._state or error != self._last_error
         self._state = state
         if error is not None or state is HubState.STREAMING:
             self._last_error = error
@@ -466,7 +469,8 @@ class StreamHub:
                 _LOGGER.warning(
                     "Lost %s (%s); reconnecting in %.0f s", self.name, error or "end", backoff
                 )
-            self._set_state(HubState.RECONNECTING, error or "cannot_connect")
+            # Every failed attempt is told: a listener may act on the same error seen repeatedly.
+            self._set_state(HubState.RECONNECTING, error or "cannot_connect", attempt=True)
             if recovery_retries > 0:
                 recovery_retries -= 1
                 if self._stop.wait(RECOVERY_PROBE_SECONDS):

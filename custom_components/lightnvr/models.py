@@ -41,6 +41,15 @@ from .const import (
     CONF_OBJECT_MIN_CONFIDENCE,
     CONF_OBJECT_ONLY_WHILE_MOTION,
     CONF_OBJECT_URL,
+    CONF_ONVIF_FIRMWARE,
+    CONF_ONVIF_HOST,
+    CONF_ONVIF_MANUFACTURER,
+    CONF_ONVIF_MODEL,
+    CONF_ONVIF_PORT,
+    CONF_ONVIF_PROFILE,
+    CONF_ONVIF_PTZ,
+    CONF_ONVIF_SERIAL,
+    CONF_ONVIF_SUB_PROFILE,
     CONF_RECORD,
     CONF_RETENTION_DAYS,
     CONF_SEGMENT_SECONDS,
@@ -61,12 +70,47 @@ from .const import (
     DEFAULT_MOTION_SENSITIVITY,
     DEFAULT_OBJECT_LABELS,
     DEFAULT_OBJECT_MIN_CONFIDENCE,
+    DEFAULT_ONVIF_PORT,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SEGMENT_SECONDS,
 )
 from .detection import Box
 from .reachability import camera_address
 from .source import CameraSource, redacted_repr
+
+
+@dataclass(frozen=True, slots=True)
+class OnvifAccess:
+    """How a camera added through ONVIF is reached again (its login is the camera's own)."""
+
+    host: str
+    port: int
+    main_profile: str  # media profile token of the recorded stream
+    sub_profile: str | None = None  # media profile token of the sub-stream
+    ptz: bool = False  # the main profile has a PTZ configuration
+    # What the camera says of itself (GetDeviceInformation): the HA device's fields.
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+
+    @classmethod
+    def from_subentry(cls, data: Mapping[str, Any]) -> OnvifAccess | None:
+        """Build from subentry data; None for a camera added by its stream URL."""
+        host = str(data.get(CONF_ONVIF_HOST) or "").strip()
+        if not host or not data.get(CONF_ONVIF_PROFILE):
+            return None
+        return cls(
+            host=host,
+            port=int(data.get(CONF_ONVIF_PORT) or DEFAULT_ONVIF_PORT),
+            main_profile=str(data[CONF_ONVIF_PROFILE]),
+            sub_profile=str(data.get(CONF_ONVIF_SUB_PROFILE) or "") or None,
+            ptz=bool(data.get(CONF_ONVIF_PTZ, False)),
+            manufacturer=data.get(CONF_ONVIF_MANUFACTURER) or None,
+            model=data.get(CONF_ONVIF_MODEL) or None,
+            serial=data.get(CONF_ONVIF_SERIAL) or None,
+            firmware=data.get(CONF_ONVIF_FIRMWARE) or None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +135,8 @@ class CameraConfig:
     transcode_full_size: bool = False
     # The camera's own go2rtc server (may hold a login): None → the hub's stream engine.
     go2rtc_url: str | None = None
+    # Set for cameras added through ONVIF: their streams can be asked for again, PTZ used.
+    onvif: OnvifAccess | None = None
 
     def __repr__(self) -> str:
         """Return a repr fit for logs: the go2rtc URL may hold a login."""
@@ -134,6 +180,7 @@ class CameraConfig:
             detect_keyframes_only=bool(data.get(CONF_DETECT_KEYFRAMES_ONLY, False)),
             transcode_full_size=bool(data.get(CONF_TRANSCODE_FULL_SIZE, False)),
             go2rtc_url=str(data.get(CONF_CAMERA_GO2RTC_URL) or "").strip() or None,
+            onvif=OnvifAccess.from_subentry(data),
         )
 
 

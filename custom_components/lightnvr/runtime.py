@@ -19,8 +19,11 @@ from .engine.router import EngineRouter
 from .hub import StreamHub
 from .media.fragments import CameraFragments
 from .models import CameraConfig, HubOptions
+from .onvif.ptz import OnvifPtz
+from .ptz import async_setup_camera_ptz
 from .recorder.clips import ClipError, ClipHandle, ClipManager, EventClip
 from .recorder.manager import RecorderManager
+from .stream_uri import StreamUriWatch
 
 if TYPE_CHECKING:
     from .exports import ExportManager
@@ -70,6 +73,12 @@ class LightNvrRuntime:
     # Per running event clip: (event_id, camera entity id) of each detection it covers, told
     # in `lightnvr_clip_ready` once the clip is finished.
     clip_detections: dict[ClipHandle, list[tuple[str, str | None]]] = field(default_factory=dict)
+    # The hub entry (set by setup): cameras added through ONVIF update their subentry when the
+    # camera moves its streams (stream_uri.StreamUriWatch, one remover per camera).
+    entry: ConfigEntry | None = None
+    stream_uri_watches: dict[str, Callable[[], None]] = field(default_factory=dict)
+    # Pan, tilt, zoom and presets of the cameras added through ONVIF that have PTZ.
+    ptz: dict[str, OnvifPtz] = field(default_factory=dict)
     stopped: bool = False
 
     def detection_options(self, camera: CameraConfig) -> DetectionOptions:
@@ -192,6 +201,11 @@ class LightNvrRuntime:
         await self.clips.async_add_camera(camera.camera_id, fragments)
         if camera.detect_motion:
             await self._async_start_detection(camera, hub)
+        if camera.onvif is not None and self.entry is not None:
+            watch = StreamUriWatch(self.hass, self.entry, camera, hub)
+            self.stream_uri_watches[camera.camera_id] = watch.start()
+        if (ptz := await async_setup_camera_ptz(self.hass, camera)) is not None:
+            self.ptz[camera.camera_id] = ptz
         self.cameras[camera.camera_id] = camera
         for factory in self.entity_factories:
             factory(camera)
@@ -201,6 +215,10 @@ class LightNvrRuntime:
         if self.cameras.pop(camera_id, None) is None:
             return
         async_dispatcher_send(self.hass, camera_removed_signal(camera_id))
+        if (stop_watching := self.stream_uri_watches.pop(camera_id, None)) is not None:
+            stop_watching()
+        if (ptz := self.ptz.pop(camera_id, None)) is not None:
+            await ptz.async_close()
         await self._async_stop_detection(camera_id)
         await self._async_stop_fragments(camera_id)
         await self.clips.async_remove_camera(camera_id)
@@ -225,6 +243,8 @@ class LightNvrRuntime:
             self.exports.async_cancel_all()
         for camera_id in list(self.detection):
             await self._async_stop_detection(camera_id)
+        for camera_id in list(self.ptz):
+            await self.ptz.pop(camera_id).async_close()
         if self.hls is not None:
             await self.hls.async_stop()  # live viewers let go of the muxers
         for camera_id in list(self.fragments):

@@ -28,6 +28,9 @@ REASON_CANNOT_CONNECT = "cannot_connect"
 REASON_INVALID_AUTH = "invalid_auth"
 REASON_INVALID_URL = "invalid_url"
 REASON_NO_VIDEO = "no_video"
+# The server answered but has no stream at this path: RTSP/HTTP 404, or another 4xx such as
+# RTSP's 454 "Session Not Found" (FFmpeg reports every other 4xx alike).
+REASON_STREAM_NOT_FOUND = "stream_not_found"
 
 
 class SourceError(Exception):
@@ -379,6 +382,8 @@ def classify_error(err: BaseException) -> str:
         return err.reason
     if isinstance(err, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
         return REASON_INVALID_AUTH
+    if isinstance(err, av.error.HTTPNotFoundError | av.error.HTTPOtherClientError):
+        return REASON_STREAM_NOT_FOUND
     return REASON_CANNOT_CONNECT
 
 

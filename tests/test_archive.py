@@ -35,6 +35,7 @@ from custom_components.lightnvr.recorder.archive import (
     REASON_READ_ONLY,
     ArchiveSettings,
     ArchiveTier,
+    ArchiveUnavailableError,
     MoveStopped,
     RateLimit,
 )
@@ -219,7 +220,7 @@ async def test_recordings_move_to_the_archive_and_play_across_tiers(
 async def test_a_share_going_away_mid_move_loses_nothing(
     hass: HomeAssistant, start_hub: StartHub, share: Share
 ) -> None:
-    """Read-only, then unmounted mid-copy: nothing lost or doubled, recording goes on, resumed."""
+    """Unmounted mid-copy: nothing lost or doubled, recording goes on, moving resumes."""
     # Slow moves (about 3 s a file), so the share can go away in the middle of one.
     entry = await start_hub(archive_max_mbps=0.1)
     recorder = entry.runtime_data.recorder
@@ -234,32 +235,13 @@ async def test_a_share_going_away_mid_move_loses_nothing(
         starts = [s.start for s in segments]
         assert len(starts) == len(set(starts))
         assert recorded <= set(starts)
-        for segment in segments:
-            assert segment.path.is_file() or not share.mounted, segment
-            assert len(_where(entry, share, segment)) == 1 or not share.mounted, segment
+        for segment in segments:  # looked for on the share's own disk, mounted or not
+            assert len(_where(entry, share, segment)) == 1, segment
 
     async def until_a_copy_runs() -> None:
         async with asyncio.timeout(30):
             while not _moving_files(share.mount_point):
                 await asyncio.sleep(0.05)
-
-    if share.can_be_read_only:
-        # Remounted read-only (the kernel refuses that while a copy holds a file open, so
-        # between passes): no move starts, nothing is written, the issue says why.
-        local_before = recorder.index.local.items(camera_id)
-        await hass.async_add_executor_job(share.read_only)
-        await _archive_pass(entry)
-        problem = recorder.archive_problem
-        assert problem is not None
-        assert problem.reason == REASON_READ_ONLY
-        issue = issues.async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
-        assert issue is not None
-        assert issue.translation_key == f"{ISSUE_ARCHIVE_UNAVAILABLE}_{REASON_READ_ONLY}"
-        assert issue.translation_placeholders is not None
-        assert issue.translation_placeholders["path"] == str(share.mount_point)
-        assert recorder.index.local.items(camera_id)[: len(local_before)] == local_before
-        files_in_place()
-        await hass.async_add_executor_job(share.writable)
 
     # Unmounted in the middle of a copy: the copy fails at its rename, the original stays,
     # and the empty mount point left behind is never written to (it is the main disk).
@@ -296,6 +278,39 @@ async def test_a_share_going_away_mid_move_loses_nothing(
     files_in_place()
     assert not _moving_files(share.files)
     assert not list(recorder.layout.root.rglob("*.mp4"))
+
+
+async def test_a_read_only_share_pauses_moves(
+    hass: HomeAssistant, start_hub: StartHub, share: Share
+) -> None:
+    """Remounted read-only: no move starts, nothing is lost, the issue says why; then resumed."""
+    if not share.can_be_read_only:
+        pytest.skip("a read-only share needs mount rights (or a user that is not root)")
+    entry = await start_hub()
+    recorder = entry.runtime_data.recorder
+    camera_id = camera_id_of(entry)
+    issues = ir.async_get(hass)
+    await wait_segments(entry, 2)
+    # The kernel refuses a read-only remount while a copy holds a file open: between passes.
+    local_before = recorder.index.local.items(camera_id)
+    await hass.async_add_executor_job(share.read_only)
+    await _archive_pass(entry)
+    problem = recorder.archive_problem
+    assert problem is not None
+    assert problem.reason == REASON_READ_ONLY
+    issue = issues.async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
+    assert issue is not None
+    assert issue.translation_key == f"{ISSUE_ARCHIVE_UNAVAILABLE}_{REASON_READ_ONLY}"
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["path"] == str(share.mount_point)
+    assert recorder.index.local.items(camera_id)[: len(local_before)] == local_before
+    assert all(_where(entry, share, s) == ["main"] for s in local_before)
+
+    await hass.async_add_executor_job(share.writable)
+    await _archive_pass(entry)
+    assert recorder.archive_problem is None
+    assert issues.async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE) is None
+    assert all(_where(entry, share, s) == ["archive"] for s in local_before)
 
 
 async def test_a_restart_finds_the_archive_and_settles_interrupted_moves(
@@ -409,3 +424,54 @@ def test_age_rule_rate_limit_and_archive_retention(
     with pytest.raises(MoveStopped):
         RateLimit(4_000_000, stop).took(1_000_000)
     RateLimit(None, stop).took(1_000_000)
+
+
+def test_a_share_unmounted_between_two_files_is_never_written_through(
+    tmp_path: Path,
+    recording_files: list[Path],  # noqa: F811 - the fixture
+    share: Share,
+) -> None:
+    """A long pass re-checks the share before each file and each rename: the mount point's
+    own folder (the main disk) never receives a file, and the originals stay."""
+    layout = StorageLayout(tmp_path / "rec", UTC)
+    index = SegmentIndex()
+    for segment in place_recordings(recording_files, "cam", layout.root):
+        index.add(segment)
+    tier = ArchiveTier(ArchiveSettings(root=share.mount_point, after_days=1e-9), layout)
+    first, second = index.segments("cam")[:2]
+    tier.check()
+    moved = tier.move(first, RateLimit(None, tier.stop_event))
+    assert (share.files / layout.relative(first.path)).is_file()
+    share.unmount()
+    with pytest.raises(ArchiveUnavailableError) as caught:
+        tier.move(second, RateLimit(None, tier.stop_event))
+    assert caught.value.reason == REASON_NOT_MOUNTED
+    assert not any(share.mount_point.iterdir())
+    assert second.path.is_file()
+    share.mount()
+    assert moved.path.is_file()  # the earlier copy is on the share, where it belongs
+
+
+def test_a_name_taken_in_the_archive_and_an_original_deleted_mid_copy(
+    tmp_path: Path,
+    recording_files: list[Path],  # noqa: F811 - the fixture
+) -> None:
+    """Another file of the same name is never overwritten; a copy whose original retention
+    deleted meanwhile is not kept (it would bring back what retention removed)."""
+    tier, index = _tier(tmp_path, recording_files, after_days=1e-9)
+    first, second = index.segments("cam")[:2]
+    taken = tier.layout.root / tier.local.relative(first.path)
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"another recording of the same name")
+    tier.check()
+    moved = tier.move(first, RateLimit(None, tier.stop_event))
+    assert moved.path != taken
+    assert moved.path.name == first.path.name.replace(".mp4", "_1.mp4")
+    assert taken.read_bytes() == b"another recording of the same name"
+    assert moved.path.stat().st_size == first.size
+
+    copy = tier.move(second, RateLimit(None, tier.stop_event))
+    index.remove(second)  # retention deleted the original while it was copied
+    tier._swap(index, second, copy)
+    assert not copy.path.exists()
+    assert index.get(copy.path) is None

@@ -115,11 +115,10 @@ class OnvifCameraSteps(ConfigSubentryFlow):
         if user_input is not None:
             defaults = {k: v for k, v in user_input.items() if k != CONF_PASSWORD}
             address = _parse_address(str(user_input[CONF_HOST]))
+            # A camera already added is refused by its stream URL (`duplicate_url`) once its
+            # profiles are chosen: an NVR or encoder has one address for several cameras.
             if address is None or address[1] is not None:
                 errors[CONF_HOST] = "invalid_host"
-            elif (added := self._added_as(address[0])) is not None:
-                errors[CONF_HOST] = "already_added"
-                placeholders["detail"] = added
             else:
                 host, port = address[0], int(user_input.get(CONF_PORT) or DEFAULT_ONVIF_PORT)
                 username = (user_input.get(CONF_USERNAME) or "").strip() or None

@@ -581,8 +581,12 @@ class CameraSubentryFlow(OnvifCameraSteps, ConfigSubentryFlow):
             data, errors, detail = await self._async_validate_camera(user_input, current, editing)
             placeholders["detail"] = detail
             if not errors:
-                # A camera added through ONVIF stays one (profiles, PTZ, device fields).
-                data.update({k: v for k, v in current.items() if k.startswith(ONVIF_PREFIX)})
+                # A camera added through ONVIF stays one (profiles, PTZ, device fields) while
+                # its stream stays on that device; pointed elsewhere, it is a URL camera.
+                if camera_address(data[CONF_STREAM_URL]) == camera_address(
+                    str(current.get(CONF_STREAM_URL) or "")
+                ):
+                    data.update({k: v for k, v in current.items() if k.startswith(ONVIF_PREFIX)})
                 if editing is None:
                     return self.async_create_entry(title=data[CONF_NAME], data=data)
                 return self.async_update_and_abort(

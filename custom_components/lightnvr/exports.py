@@ -45,7 +45,7 @@ from .recorder.export import (
     write_export,
     write_sidecar,
 )
-from .recorder.storage import SegmentIndex
+from .recorder.storage import Segment, SegmentIndex
 from .views import loaded_entry
 
 _LOGGER = logging.getLogger(__name__)
@@ -238,6 +238,13 @@ class ExportManager:
         finally:
             self._jobs.pop(job.export_id, None)
 
+    def _current_path(self, segment: Segment) -> Path | None:
+        """Return where a recording is now (the mover may have archived it meanwhile)."""
+        for indexed in self._index.items(segment.camera_id, segment.day):
+            if indexed.start == segment.start:
+                return indexed.path
+        return None
+
     def _write(self, job: ExportJob, segments: list[Any]) -> ExportResult:
         """Write the export and its sidecar (worker thread)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -248,6 +255,7 @@ class ExportManager:
             job.target,
             should_stop=job.stop.is_set,
             on_progress=lambda fraction: self._progress(job, fraction),
+            locate=self._current_path,
         )
         write_sidecar(result, job.entity_id, (job.start, job.end))
         self.list_exports()

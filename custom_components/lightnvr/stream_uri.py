@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import logging
+from urllib.parse import urlsplit
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
@@ -20,11 +21,18 @@ from .const import CONF_STREAM_URL, CONF_SUBSTREAM_URL
 from .hub import HubState, StreamHub
 from .models import CameraConfig, OnvifAccess
 from .onvif.client import OnvifError, async_stream_uri
-from .source import REASON_STREAM_NOT_FOUND, redact_url, split_credentials
+from .source import (
+    REASON_STREAM_NOT_FOUND,
+    SourceError,
+    redact_url,
+    split_credentials,
+    validate_url,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 MISSES_BEFORE_ASKING = 3
+RTSP_SCHEMES = ("rtsp", "rtsps")
 
 
 class StreamUriWatch:
@@ -89,8 +97,25 @@ class StreamUriWatch:
                     redact_url(err.detail),
                 )
                 return
-            uri, _user, _password = split_credentials(uri)
-            if uri and uri != subentry.data.get(key):
+            try:
+                # An ONVIF answer is not signed: it gets the checks a typed URL gets, and
+                # only an RTSP stream is taken from it.
+                uri, _user, _password = split_credentials(validate_url(uri))
+            except SourceError as err:
+                _LOGGER.warning(
+                    "%s: ignoring the stream address ONVIF gave: %s",
+                    self._camera.name,
+                    redact_url(err.detail),
+                )
+                return
+            if urlsplit(uri).scheme.lower() not in RTSP_SCHEMES:
+                _LOGGER.warning(
+                    "%s: ignoring the stream address ONVIF gave: not RTSP (%s)",
+                    self._camera.name,
+                    redact_url(uri),
+                )
+                return
+            if uri != subentry.data.get(key):
                 changed[key] = uri
         if not changed:
             _LOGGER.debug("%s: ONVIF gives the same stream addresses", self._camera.name)

@@ -107,9 +107,22 @@ async def _async_unicast_probe(targets: Iterable[str], seconds: float) -> list[A
     try:
         for target in targets:
             host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
+            # Resolved here, not by sendto (which would look the name up on the event loop);
+            # IPv4 only, as the socket is.
+            try:
+                resolved = await loop.getaddrinfo(
+                    host.strip("[]"),
+                    int(port or WS_DISCOVERY_PORT),
+                    family=socket.AF_INET,
+                    type=socket.SOCK_DGRAM,
+                )
+            except OSError as err:
+                _LOGGER.debug("WS-Discovery: cannot resolve %s: %s", host, err)
+                continue
+            address = resolved[0][4]
             # UDP may drop a datagram: send twice, as SOAP-over-UDP repeats unicast messages.
             for _ in range(2):
-                transport.sendto(data, (host, int(port or WS_DISCOVERY_PORT)))
+                transport.sendto(data, address)
         await asyncio.sleep(seconds)
     finally:
         transport.close()

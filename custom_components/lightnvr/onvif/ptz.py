@@ -51,6 +51,7 @@ class OnvifPtz:
         # Each move gets a number: a timed stop only stops the move that asked for it.
         self._move = 0
         self._presets: tuple[tuple[str, str], ...] = ()
+        self._closed = False
 
     def __repr__(self) -> str:
         """Return a repr without the login."""
@@ -83,7 +84,7 @@ class OnvifPtz:
             return
         # Cameras often ignore ContinuousMove's own Timeout: stop explicitly, as HA's onvif does.
         await asyncio.sleep(duration)
-        if move == self._move:
+        if move == self._move and not self._closed:
             await self.async_stop()
 
     async def async_stop(self) -> None:
@@ -119,13 +120,26 @@ class OnvifPtz:
         return presets
 
     async def async_close(self) -> None:
-        """Close the connection (a later call connects again)."""
-        camera, self._camera, self._service = self._camera, None, None
+        """Close the connection for good (the camera is removed or the hub stops).
+
+        A timed stop still pending or a call still running does not connect again.
+        """
+        self._closed = True
+        await self._async_reset(self._service)
+
+    async def _async_reset(self, used: Any) -> None:
+        """Drop the connection `used` (a later call connects afresh), unless one replaced it."""
+        async with self._lock:
+            if used is None or self._service is not used:
+                return
+            camera, self._camera, self._service = self._camera, None, None
         if camera is not None:
             await camera.close()
 
     async def _async_service(self) -> Any:
         async with self._lock:
+            if self._closed:
+                raise OnvifError("cannot_connect", "the camera's PTZ control is closed")
             if self._service is None:
                 camera, self._skew = await async_connect(
                     self._host, self._port, self._username, self._password
@@ -146,10 +160,10 @@ class OnvifPtz:
             except Fault as err:
                 if attempt == 1 and is_auth_error(err):
                     _LOGGER.debug("%r: login refused, measuring the clock again", self)
-                    await self.async_close()
+                    await self._async_reset(service)
                     continue
                 raise onvif_error(err, self._skew) from err
             except ONVIF_ERRORS as err:
-                await self.async_close()  # the next call connects afresh
+                await self._async_reset(service)  # the next call connects afresh
                 raise onvif_error(err, self._skew) from err
         raise OnvifError("invalid_auth", "login refused")  # pragma: no cover - loop returns

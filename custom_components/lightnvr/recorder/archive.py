@@ -86,6 +86,10 @@ class MoveStopped(Exception):  # noqa: N818 - a signal, not an error
     """The move was asked to stop (the hub is stopping); nothing was lost."""
 
 
+class FileNotMovedError(OSError):
+    """One file could not be moved (its own problem, not the archive's); it stays in place."""
+
+
 def unavailable(err: OSError, what: str) -> ArchiveUnavailableError:
     """Classify an OS error met in the archive."""
     if isinstance(err, ArchiveUnavailableError):
@@ -202,7 +206,7 @@ def _copy_range(
             while view:
                 view = view[os.write(target, view) :]
         if done == 0:
-            raise OSError(errno.EIO, "the file got shorter while it was copied")
+            raise FileNotMovedError("the file got shorter while it was copied")
         copied += done
         limit.took(done)
 
@@ -242,6 +246,11 @@ class ArchiveTier:
         self._usage_fn = usage_fn
         self.stop_event = threading.Event()
         self.scanned = False  # the archive's files are in the index
+        # What `check` saw: the share's device and marker. A pass may run for hours (a slow
+        # link); every move checks they are still the same (see `check_mounted`).
+        self._mounted: tuple[int, str] | None = None
+        # Files that could not be moved (their own fault, not the archive's): warned once.
+        self._skipped: set[Path] = set()
 
     # ----- is it there? ---------------------------------------------------------------------------
 
@@ -251,7 +260,8 @@ class ArchiveTier:
         try:
             if not root.is_dir():
                 raise ArchiveUnavailableError(REASON_MISSING, f"{root} is not a folder")
-            self._check_marker(root)
+            ident = self._check_marker(root)
+            self._mounted = (root.stat().st_dev, ident)
             probe = root / f".lightnvr-write-test-{uuid.uuid4().hex}"
             try:
                 with probe.open("wb") as file:
@@ -272,8 +282,34 @@ class ArchiveTier:
         if free < needed_bytes + ARCHIVE_MIN_FREE_BYTES:
             raise ArchiveUnavailableError(REASON_FULL, f"{root} has {free / _GB:.1f} GB free")
 
-    def _check_marker(self, root: Path) -> None:
-        """Make sure this is the archive the main folder used before (or adopt it if new)."""
+    def check_mounted(self) -> None:
+        """Raise ArchiveUnavailableError unless the share `check` saw is still mounted there.
+
+        Cheap (a stat and a small read): done before every move and before its rename, so a
+        share unmounted between two files is never written through its empty mount point.
+        """
+        root = self.layout.root
+        if self._mounted is None:
+            raise ArchiveUnavailableError(REASON_MISSING, f"{root} was not checked")
+        device, ident = self._mounted
+        try:
+            same = (
+                root.stat().st_dev == device
+                and (root / ARCHIVE_MARKER).read_text(encoding="utf-8").strip() == ident
+            )
+        except OSError:
+            same = False
+        if not same:
+            self._mounted = None
+            raise ArchiveUnavailableError(
+                REASON_NOT_MOUNTED, f"{root} is no longer the archive (is the share mounted?)"
+            )
+
+    def _check_marker(self, root: Path) -> str:
+        """Make sure this is the archive the main folder used before (or adopt it if new).
+
+        Returns the archive's id.
+        """
         remembered = self.local.root / ARCHIVE_ID_FILE
         marker = root / ARCHIVE_MARKER
         found = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
@@ -286,13 +322,14 @@ class ArchiveTier:
                     REASON_NOT_MOUNTED,
                     f"{root} is not the archive used before (is the share mounted?)",
                 )
-            return
+            return found
         # A folder never used as this hub's archive (or a new archive path): adopt it.
         ident = found or uuid.uuid4().hex
         if found is None:
             marker.write_text(ident + "\n", encoding="utf-8")
         self.local.root.mkdir(parents=True, exist_ok=True)
         remembered.write_text(json.dumps({"path": str(root), "id": ident}), encoding="utf-8")
+        return ident
 
     # ----- start-up scan --------------------------------------------------------------------------
 
@@ -361,48 +398,69 @@ class ArchiveTier:
         """Copy one file into the archive, check it, rename it (blocking); return its new entry.
 
         Raises ArchiveUnavailableError when the archive fails (the original is untouched),
-        MoveStopped when asked to stop, OSError for a problem with the original alone.
+        MoveStopped when asked to stop, FileNotMovedError for a problem with this file alone.
         """
         relative = self.local.relative(segment.path)
-        target = self.layout.root / relative
-        moving = target.with_name(target.name + MOVING_SUFFIX)
+        self.check_mounted()
         try:
             source = os.open(segment.path, os.O_RDONLY)
-        except OSError:
-            raise  # the original is gone (retention, by hand): nothing to move
+        except OSError as err:  # the original is gone (retention, by hand): nothing to move
+            raise FileNotMovedError(f"{relative}: {err.strerror or err}") from None
+        moving: Path | None = None
         try:
             stat = os.fstat(source)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                folder = self._day_folder(segment.path)
+                target = folder / segment.path.name
                 if target.exists():
                     if target.stat().st_size == stat.st_size and is_complete_mp4(
                         target, stat.st_size
                     ):
                         return self._archived(segment, target)  # copied before a crash
-                    raise ArchiveUnavailableError(
-                        REASON_ERROR, f"{relative} exists in the archive with other content"
-                    )
+                    # Another recording of the same name (a clock set back): never overwrite.
+                    target = self._free_name(folder, segment.path)
+                moving = target.with_name(target.name + MOVING_SUFFIX)
                 # A copy cut short on a share that then went read-only or away may be left.
                 moving.unlink(missing_ok=True)
                 self._copy(source, moving, stat.st_size, limit)
                 if moving.stat().st_size != stat.st_size or not is_complete_mp4(
                     moving, stat.st_size
                 ):
-                    raise ArchiveUnavailableError(
-                        REASON_ERROR, f"the copy of {relative} does not match the original"
-                    )
+                    with contextlib.suppress(OSError):
+                        moving.unlink()
+                    raise FileNotMovedError(f"the copy of {relative} does not match the original")
                 os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime = its end
+                self.check_mounted()  # still the share we copied to
                 os.rename(moving, target)
                 _fsync_dir(target.parent)
             except (OSError, MoveStopped) as err:
-                with contextlib.suppress(OSError):
-                    moving.unlink(missing_ok=True)
-                if isinstance(err, MoveStopped):
+                if moving is not None:
+                    with contextlib.suppress(OSError):
+                        moving.unlink(missing_ok=True)
+                if isinstance(err, MoveStopped | FileNotMovedError):
                     raise
                 raise unavailable(err, relative) from None
         finally:
             os.close(source)
         return self._archived(segment, target)
+
+    def _day_folder(self, original: Path) -> Path:
+        """Create (one level at a time, never the archive root itself) the file's day folder."""
+        day = self.layout.root / self.local.relative(original.parent)
+        camera = day.parent
+        if not camera.is_dir():
+            camera.mkdir()  # the root must exist: an unmounted share has no root to write in
+        day.mkdir(exist_ok=True)
+        return day
+
+    @staticmethod
+    def _free_name(folder: Path, original: Path) -> Path:
+        stem = original.name.removesuffix(VIDEO_SUFFIX)
+        for number in range(1, 1000):
+            candidate = folder / f"{stem}_{number}{VIDEO_SUFFIX}"
+            if not candidate.exists():
+                return candidate
+        raise FileNotMovedError(f"no free name for {original.name} in the archive")
 
     def _copy(self, source: int, moving: Path, size: int, limit: RateLimit) -> None:
         target = os.open(moving, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -446,10 +504,10 @@ class ArchiveTier:
                 self.check_space(segment.size)
                 try:
                     archived = self.move(segment, limit)
-                except ArchiveUnavailableError:
-                    raise
-                except OSError as err:  # the original alone: gone or unreadable
-                    _LOGGER.debug("Not moving %s: %s", segment.path.name, err)
+                except FileNotMovedError as err:  # this file alone: the others go on
+                    log = _LOGGER.debug if segment.path in self._skipped else _LOGGER.warning
+                    log("Not moving %s to the archive: %s", segment.path.name, err)
+                    self._skipped.add(segment.path)
                     continue
                 self._swap(index, segment, archived)
                 result.moved.append(archived)
@@ -463,6 +521,8 @@ class ArchiveTier:
             result.problem = err
         except MoveStopped:
             pass
+        except OSError as err:  # scanning or retention in the archive (a stale share, EIO)
+            result.problem = unavailable(err, str(self.layout.root))
         result.seconds = time.monotonic() - started
         return result
 

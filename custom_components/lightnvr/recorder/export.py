@@ -152,10 +152,12 @@ def write_export(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[float], None] = lambda fraction: None,
+    locate: Callable[[Segment], Path | None] = lambda segment: None,
 ) -> ExportResult:
     """Write the recordings between `start` and `end` (epoch seconds) into `target` (blocking).
 
-    `segments` are the camera's recording files overlapping the range, oldest first.
+    `segments` are the camera's recording files overlapping the range, oldest first. A file
+    no longer where it was listed (moved to the archive meanwhile) is asked of `locate`.
     Raises ExportCancelledError when `should_stop` turns true, ExportError when there is
     nothing to export; `target` is then not created.
     """
@@ -175,7 +177,8 @@ def write_export(
     counter = 0
     try:
         for segment in chosen:
-            with av.open(str(segment.path)) as source:
+            path = segment.path if segment.path.exists() else (locate(segment) or segment.path)
+            with av.open(str(path)) as source:
                 video = next((s for s in source.streams if s.type == "video"), None)
                 audio = next((s for s in source.streams if s.type == "audio"), None)
                 if video is None:

@@ -485,6 +485,8 @@ class RecorderManager:
         result = await self._hass.async_add_executor_job(
             partial(archive.run_pass, self.index, active, size_cap=size_cap, retention=retention)
         )
+        if not self._started:  # stopped meanwhile (an unload): no issue may outlive the hub
+            return
         self.last_archive_pass = result
         if result.moved:
             _LOGGER.debug(

@@ -55,6 +55,9 @@ MOVING_SUFFIX = ".moving"  # a copy on its way into the archive
 ARCHIVE_MARKER = ".lightnvr-archive"  # in the archive: its id
 ARCHIVE_ID_FILE = ".lightnvr-archive-id"  # in the main folder: the archive it uses
 COPY_CHUNK = 8 * 1024 * 1024
+# Copies flushed together (see `ArchiveTier._finish_copy`): at most this many bytes or files.
+BATCH_BYTES = 256 * 1024 * 1024
+BATCH_FILES = 64
 _MB = 1_000_000
 _GB = 1_000_000_000
 # Moves pause when the archive's disk has less free than this (beyond the file to copy).
@@ -150,6 +153,18 @@ class ArchivePass:
     deleted: tuple[Segment, ...] = ()  # by the archive's retention
     problem: ArchiveUnavailableError | None = None
     scanned: int | None = None  # files found by a first scan of the archive, if one ran
+
+
+@dataclass(slots=True)
+class _Copy:
+    """A file copied under its temporary name, still to be flushed, checked and renamed."""
+
+    segment: Segment
+    relative: str
+    target: Path
+    moving: Path
+    fd: int  # the copy, still open: flushed by `ArchiveTier._finish_copy`
+    stat: os.stat_result  # of the original
 
 
 class RateLimit:
@@ -400,6 +415,18 @@ class ArchiveTier:
         Raises ArchiveUnavailableError when the archive fails (the original is untouched),
         MoveStopped when asked to stop, FileNotMovedError for a problem with this file alone.
         """
+        started = self._start_copy(segment, limit)
+        if isinstance(started, tuple):
+            return started[1]
+        archived = self._finish_copy(started)
+        _fsync_dir(archived.path.parent)
+        return archived
+
+    def _start_copy(self, segment: Segment, limit: RateLimit) -> _Copy | tuple[Segment, Segment]:
+        """Copy a file under its temporary name, not flushed yet (see `_finish_copy`).
+
+        Returns (original, archived entry) at once when a crash left the finished copy behind.
+        """
         relative = self.local.relative(segment.path)
         self.check_mounted()
         try:
@@ -407,42 +434,64 @@ class ArchiveTier:
         except OSError as err:  # the original is gone (retention, by hand): nothing to move
             raise FileNotMovedError(f"{relative}: {err.strerror or err}") from None
         moving: Path | None = None
+        target_fd: int | None = None
         try:
             stat = os.fstat(source)
-            try:
-                folder = self._day_folder(segment.path)
-                target = folder / segment.path.name
-                if target.exists():
-                    if target.stat().st_size == stat.st_size and is_complete_mp4(
-                        target, stat.st_size
-                    ):
-                        return self._archived(segment, target)  # copied before a crash
-                    # Another recording of the same name (a clock set back): never overwrite.
-                    target = self._free_name(folder, segment.path)
-                moving = target.with_name(target.name + MOVING_SUFFIX)
-                # A copy cut short on a share that then went read-only or away may be left.
-                moving.unlink(missing_ok=True)
-                self._copy(source, moving, stat.st_size, limit)
-                if moving.stat().st_size != stat.st_size or not is_complete_mp4(
-                    moving, stat.st_size
-                ):
-                    with contextlib.suppress(OSError):
-                        moving.unlink()
-                    raise FileNotMovedError(f"the copy of {relative} does not match the original")
-                os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime = its end
-                self.check_mounted()  # still the share we copied to
-                os.rename(moving, target)
-                _fsync_dir(target.parent)
-            except (OSError, MoveStopped) as err:
-                if moving is not None:
-                    with contextlib.suppress(OSError):
-                        moving.unlink(missing_ok=True)
-                if isinstance(err, MoveStopped | FileNotMovedError):
-                    raise
-                raise unavailable(err, relative) from None
+            folder = self._day_folder(segment.path)
+            target = folder / segment.path.name
+            if target.exists():
+                if target.stat().st_size == stat.st_size and is_complete_mp4(target, stat.st_size):
+                    return segment, self._archived(segment, target)  # copied before a crash
+                # Another recording of the same name (a clock set back): never overwrite.
+                target = self._free_name(folder, segment.path)
+            moving = target.with_name(target.name + MOVING_SUFFIX)
+            # A copy cut short on a share that then went read-only or away may be left.
+            moving.unlink(missing_ok=True)
+            target_fd = os.open(moving, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _copy_range(source, target_fd, stat.st_size, limit, self.stop_event)
+        except (OSError, MoveStopped) as err:
+            self._abandon(target_fd, moving)
+            if isinstance(err, MoveStopped | FileNotMovedError):
+                raise
+            raise unavailable(err, relative) from None
         finally:
             os.close(source)
-        return self._archived(segment, target)
+        return _Copy(segment, relative, target, moving, target_fd, stat)
+
+    def _finish_copy(self, copy: _Copy) -> Segment:
+        """Flush a copy to the archive's disk, check it, give it its name; return its entry.
+
+        Flushing a batch of copies one after the other lets the disk write them all at once,
+        where a flush after each copy would wait for each in turn.
+        """
+        try:
+            try:
+                os.fsync(copy.fd)  # on the archive's disk before the original may go
+            finally:
+                os.close(copy.fd)
+            size = copy.stat.st_size
+            if copy.moving.stat().st_size != size or not is_complete_mp4(copy.moving, size):
+                raise FileNotMovedError(f"the copy of {copy.relative} does not match the original")
+            # mtime = the recording's end, which the index reads back at start-up
+            os.utime(copy.moving, ns=(copy.stat.st_atime_ns, copy.stat.st_mtime_ns))
+            self.check_mounted()  # still the share we copied to
+            os.rename(copy.moving, copy.target)
+        except OSError as err:
+            self._abandon(None, copy.moving)
+            if isinstance(err, FileNotMovedError):
+                raise
+            raise unavailable(err, copy.relative) from None
+        return self._archived(copy.segment, copy.target)
+
+    @staticmethod
+    def _abandon(fd: int | None, moving: Path | None) -> None:
+        """Drop a copy that will not be finished (its original stays where it is)."""
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if moving is not None:
+            with contextlib.suppress(OSError):
+                moving.unlink(missing_ok=True)
 
     def _day_folder(self, original: Path) -> Path:
         """Create (one level at a time, never the archive root itself) the file's day folder."""
@@ -461,14 +510,6 @@ class ArchiveTier:
             if not candidate.exists():
                 return candidate
         raise FileNotMovedError(f"no free name for {original.name} in the archive")
-
-    def _copy(self, source: int, moving: Path, size: int, limit: RateLimit) -> None:
-        target = os.open(moving, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            _copy_range(source, target, size, limit, self.stop_event)
-            os.fsync(target)  # on the archive's disk before the original may go
-        finally:
-            os.close(target)
 
     @staticmethod
     def _archived(segment: Segment, target: Path) -> Segment:
@@ -498,20 +539,28 @@ class ArchiveTier:
             if not self.scanned:
                 result.scanned = self.scan_into(index)
             limit = RateLimit(self.settings.max_bytes_per_second, self.stop_event)
-            for segment in self.due(index, active(), size_cap=size_cap, now=now):
-                if self.stop_event.is_set():
-                    break
-                self.check_space(segment.size)
-                try:
-                    archived = self.move(segment, limit)
-                except FileNotMovedError as err:  # this file alone: the others go on
-                    log = _LOGGER.debug if segment.path in self._skipped else _LOGGER.warning
-                    log("Not moving %s to the archive: %s", segment.path.name, err)
-                    self._skipped.add(segment.path)
-                    continue
-                self._swap(index, segment, archived)
-                result.moved.append(archived)
-                result.moved_bytes += archived.size
+            batch: list[_Copy | tuple[Segment, Segment]] = []
+            try:
+                for segment in self.due(index, active(), size_cap=size_cap, now=now):
+                    if self.stop_event.is_set():
+                        break
+                    pending = sum(item.segment.size for item in batch if isinstance(item, _Copy))
+                    self.check_space(pending + segment.size)
+                    try:
+                        batch.append(self._start_copy(segment, limit))
+                    except FileNotMovedError as err:  # this file alone: the others go on
+                        self._skip(segment, err)
+                        continue
+                    if pending + segment.size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                        self._finish_batch(index, batch, result)
+                        batch = []
+                if not self.stop_event.is_set():
+                    self._finish_batch(index, batch, result)
+                    batch = []
+            finally:
+                for item in batch:  # stopped, or the archive failed: these stay where they are
+                    if isinstance(item, _Copy):
+                        self._abandon(item.fd, item.moving)
             if not self.stop_event.is_set():
                 kept: RetentionResult = apply_retention(
                     self.layout, index.archive, retention, usage_fn=self._usage_fn, now=now
@@ -525,6 +574,39 @@ class ArchiveTier:
             result.problem = unavailable(err, str(self.layout.root))
         result.seconds = time.monotonic() - started
         return result
+
+    def _finish_batch(
+        self, index: SegmentIndex, batch: list[_Copy | tuple[Segment, Segment]], result: ArchivePass
+    ) -> None:
+        """Flush, check and name a batch of copies; then point the index at them."""
+        finished: list[tuple[Segment, Segment]] = []
+        for position, item in enumerate(batch):
+            if isinstance(item, tuple):  # the copy a crash left is already final
+                finished.append(item)
+                continue
+            try:
+                finished.append((item.segment, self._finish_copy(item)))
+            except FileNotMovedError as err:
+                self._skip(item.segment, err)
+            except ArchiveUnavailableError:
+                for later in batch[position + 1 :]:
+                    if isinstance(later, _Copy):
+                        self._abandon(later.fd, later.moving)
+                batch.clear()
+                raise
+        batch.clear()
+        for folder in {archived.path.parent for _original, archived in finished}:
+            _fsync_dir(folder)  # the renames are durable before any original goes
+        for original, archived in finished:
+            self._swap(index, original, archived)
+            result.moved.append(archived)
+            result.moved_bytes += archived.size
+
+    def _skip(self, segment: Segment, err: Exception) -> None:
+        """Leave one file in place; say so once (it is tried again at every pass)."""
+        log = _LOGGER.debug if segment.path in self._skipped else _LOGGER.warning
+        log("Not moving %s to the archive: %s", segment.path.name, err)
+        self._skipped.add(segment.path)
 
     def _swap(self, index: SegmentIndex, original: Segment, archived: Segment) -> None:
         """Point the index at the archived copy, then delete the original."""

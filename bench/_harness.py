@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 import sys
+import time
 
 import pytest
 
@@ -35,3 +37,21 @@ def run(module_file: str) -> int:
             *sys.argv[1:],
         ]
     )
+
+
+# The event loop's lag, as the benchmarks that load Home Assistant measure it.
+LAG_INTERVAL_S = 0.01
+
+
+async def lag_sampler(stop: asyncio.Event, samples: list[float]) -> None:
+    """Append how late each 10 ms sleep wakes up (seconds) until `stop` is set."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(LAG_INTERVAL_S)
+        samples.append(time.perf_counter() - started - LAG_INTERVAL_S)
+
+
+def p99(values: list[float]) -> float:
+    """Return the 99th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

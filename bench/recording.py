@@ -63,7 +63,7 @@ from custom_components.lightnvr.source import CameraSource
 from tests.infra.media import ffmpeg_binary, make_h264
 from tests.infra.rtsp import RtspServer
 
-from ._harness import CACHE, ROOT
+from ._harness import CACHE, ROOT, lag_sampler, p99
 
 WARMUP_S = 12.0
 CPU_WINDOW_S = 60.0
@@ -71,7 +71,6 @@ STEPS = (16, 32, 48, 64, 72)
 STEP_WARMUP_S = 8.0
 STEP_WINDOW_S = 25.0
 STEP_SEGMENT_S = 10.0
-LAG_INTERVAL_S = 0.01
 GOAL_RATIO = 1.2
 GOAL_ALL_RATIO = 1.3
 GOAL_CAMERAS = 64
@@ -291,18 +290,6 @@ def _probe_ok(path: Path) -> bool:
     )
 
 
-async def _lag_sampler(stop: asyncio.Event, samples: list[float]) -> None:
-    while not stop.is_set():
-        started = time.perf_counter()
-        await asyncio.sleep(LAG_INTERVAL_S)
-        samples.append(time.perf_counter() - started - LAG_INTERVAL_S)
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-
-
 async def _scale(hass: HomeAssistant, url: str, folder: Path) -> tuple[list[Step], float, float]:
     process = psutil.Process()
     options = HubOptions(
@@ -347,7 +334,7 @@ async def _scale(hass: HomeAssistant, url: str, folder: Path) -> tuple[list[Step
             stop = asyncio.Event()
             cpu_before = _cpu_seconds(process)
             started = time.monotonic()
-            sampler = asyncio.create_task(_lag_sampler(stop, samples))
+            sampler = asyncio.create_task(lag_sampler(stop, samples))
             await asyncio.sleep(STEP_WINDOW_S)
             stop.set()
             await sampler
@@ -378,9 +365,9 @@ async def _scale(hass: HomeAssistant, url: str, folder: Path) -> tuple[list[Step
             for segment in sample:
                 if not await hass.async_add_executor_job(_probe_ok, segment.path):
                     bad += 1
-            p99 = _p99(samples) * 1000
-            if p99 >= GOAL_LAG_P99_MS:
-                problems.append(f"loop lag p99 {p99:.1f} ms")
+            lag_ms = p99(samples) * 1000
+            if lag_ms >= GOAL_LAG_P99_MS:
+                problems.append(f"loop lag p99 {lag_ms:.1f} ms")
             if dropped:
                 problems.append(f"{dropped} packet(s) dropped")
             if gaps:
@@ -389,7 +376,7 @@ async def _scale(hass: HomeAssistant, url: str, folder: Path) -> tuple[list[Step
                 problems.append(f"{bad} unreadable file(s)")
             step = Step(
                 cameras=count,
-                lag_p99_ms=p99,
+                lag_p99_ms=lag_ms,
                 lag_max_ms=max(samples) * 1000,
                 dropped=dropped,
                 reconnects=reconnected,
@@ -403,7 +390,7 @@ async def _scale(hass: HomeAssistant, url: str, folder: Path) -> tuple[list[Step
             )
             steps.append(step)
             print(
-                f"  {count:>3} cameras: lag p99 {p99:6.1f} ms, max {step.lag_max_ms:6.1f} ms, "
+                f"  {count:>3} cameras: lag p99 {lag_ms:6.1f} ms, max {step.lag_max_ms:6.1f} ms, "
                 f"CPU {cpu:5.0f} %, RSS +{step.rss_mb:6.0f} MB, {segments} segments"
                 + (f"  FAIL: {'; '.join(problems[:4])}" if problems else ""),
                 flush=True,

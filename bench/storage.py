@@ -52,7 +52,7 @@ from custom_components.lightnvr.source import CameraSource
 from tests.infra.media import make_h264
 from tests.infra.rtsp import RtspServer
 
-from ._harness import CACHE
+from ._harness import CACHE, lag_sampler, p99
 
 FILES = 60
 FILE_SECONDS = 60
@@ -169,21 +169,8 @@ def bench_export() -> None:
 MOVER_FILES = 40
 MOVER_RUNS = 3
 RECORDING_CAMERAS = 8
-LAG_INTERVAL_S = 0.01
 GOAL_THROUGHPUT = 0.8
 GOAL_LAG_P99_MS = 20.0
-
-
-async def _lag_sampler(stop: asyncio.Event, samples: list[float]) -> None:
-    while not stop.is_set():
-        started = time.perf_counter()
-        await asyncio.sleep(LAG_INTERVAL_S)
-        samples.append(time.perf_counter() - started - LAG_INTERVAL_S)
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
 def _cp(sources: list[Segment], target: Path, sync: bool) -> float:
@@ -250,7 +237,7 @@ async def bench_archive_mover(hass: HomeAssistant, bench_camera: RtspServer) -> 
                     seconds = await hass.async_add_executor_job(_cp, sources, folder / "cp", sync)
                     times[name].append(seconds)
                 stop = asyncio.Event()
-                sampler = asyncio.create_task(_lag_sampler(stop, samples))
+                sampler = asyncio.create_task(lag_sampler(stop, samples))
                 started = time.perf_counter()
                 task = manager.async_start_archive_pass()
                 assert task is not None
@@ -283,7 +270,7 @@ async def bench_archive_mover(hass: HomeAssistant, bench_camera: RtspServer) -> 
     for name, values in times.items():
         runs = " / ".join(f"{value:.2f}" for value in values)
         print(f"| {name} | {median[name]:.2f} | {runs} | {size / 1e6 / median[name]:.0f} |")
-    lag = _p99(samples) * 1000
+    lag = p99(samples) * 1000
     versus_cp = median["cp"] / median["mover"]
     versus_sync = median["cp + sync"] / median["mover"]
     print(

@@ -127,6 +127,20 @@ def _where(entry: MockConfigEntry, share: Share, segment: Segment) -> list[str]:
     ]
 
 
+def _assert_archive_issue(
+    hass: HomeAssistant, entry: MockConfigEntry, share: Share, reason: str
+) -> None:
+    """The archive is reported unusable for `reason`, by the recorder and a repair issue."""
+    problem = entry.runtime_data.recorder.archive_problem
+    assert problem is not None
+    assert problem.reason == reason
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
+    assert issue is not None
+    assert issue.translation_key == f"{ISSUE_ARCHIVE_UNAVAILABLE}_{reason}"
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["path"] == str(share.mount_point)
+
+
 async def _browse(ws: Any, media_id: str) -> dict[str, Any]:
     await ws.send_json_auto_id({"type": "media_source/browse_media", "media_content_id": media_id})
     answer = await ws.receive_json()
@@ -252,12 +266,7 @@ async def test_a_share_going_away_mid_move_loses_nothing(
     await task
     assert recorder.archive_problem is not None
     await _archive_pass(entry)
-    problem = recorder.archive_problem
-    assert problem is not None
-    assert problem.reason == REASON_NOT_MOUNTED
-    issue = issues.async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
-    assert issue is not None
-    assert issue.translation_key == f"{ISSUE_ARCHIVE_UNAVAILABLE}_{REASON_NOT_MOUNTED}"
+    _assert_archive_issue(hass, entry, share, REASON_NOT_MOUNTED)
     assert not any(share.mount_point.iterdir())
     files_in_place()
 
@@ -295,14 +304,7 @@ async def test_a_read_only_share_pauses_moves(
     local_before = recorder.index.local.items(camera_id)
     await hass.async_add_executor_job(share.read_only)
     await _archive_pass(entry)
-    problem = recorder.archive_problem
-    assert problem is not None
-    assert problem.reason == REASON_READ_ONLY
-    issue = issues.async_get_issue(DOMAIN, ISSUE_ARCHIVE_UNAVAILABLE)
-    assert issue is not None
-    assert issue.translation_key == f"{ISSUE_ARCHIVE_UNAVAILABLE}_{REASON_READ_ONLY}"
-    assert issue.translation_placeholders is not None
-    assert issue.translation_placeholders["path"] == str(share.mount_point)
+    _assert_archive_issue(hass, entry, share, REASON_READ_ONLY)
     assert recorder.index.local.items(camera_id)[: len(local_before)] == local_before
     assert all(_where(entry, share, s) == ["main"] for s in local_before)
 

@@ -7,7 +7,6 @@ import logging
 
 from homeassistant.components.button import ButtonEntity
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN
@@ -15,6 +14,7 @@ from .entity import LightNvrCameraEntity
 from .models import CameraConfig
 from .onvif.client import OnvifError
 from .onvif.ptz import OnvifPtz
+from .ptz import async_ptz_command
 from .runtime import LightNvrConfigEntry, LightNvrRuntime
 
 _LOGGER = logging.getLogger(__name__)
@@ -120,14 +120,4 @@ class PresetButton(LightNvrCameraEntity, ButtonEntity):
 
     async def async_press(self) -> None:
         """Go to the preset."""
-        try:
-            await self._ptz.async_goto_preset(self._token)
-        except OnvifError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="ptz_failed",
-                translation_placeholders={
-                    "camera": self._camera.name,
-                    "error": err.detail or err.reason,
-                },
-            ) from err
+        await async_ptz_command(self._camera, self._ptz.async_goto_preset(self._token))

@@ -107,11 +107,11 @@ async def async_handle_ptz(entity: LightNvrCameraEntity, call: ServiceCall) -> N
     ptz = camera_ptz(entity)
     data = call.data
     if (preset := data.get(ATTR_PRESET)) is not None:
-        await _async_run(entity, ptz.async_goto_preset(preset, data[ATTR_SPEED]))
+        await async_ptz_command(entity._camera, ptz.async_goto_preset(preset, data[ATTR_SPEED]))
         return
     speed = data[ATTR_SPEED]
-    await _async_run(
-        entity,
+    await async_ptz_command(
+        entity._camera,
         ptz.async_move(
             PAN_DIRECTIONS[data[ATTR_PAN]] * speed,
             TILT_DIRECTIONS[data[ATTR_TILT]] * speed,
@@ -127,17 +127,19 @@ async def async_handle_ptz_preset(
     """`lightnvr.ptz_preset`: go to `preset`; without one, return the camera's presets."""
     ptz = camera_ptz(entity)
     if (preset := call.data.get(ATTR_PRESET)) is not None:
-        await _async_run(entity, ptz.async_goto_preset(preset, call.data.get(ATTR_SPEED)))
+        await async_ptz_command(
+            entity._camera, ptz.async_goto_preset(preset, call.data.get(ATTR_SPEED))
+        )
         return None
     if not call.return_response:
         raise ServiceValidationError(
             translation_domain=DOMAIN, translation_key="ptz_preset_missing"
         )
-    presets = await _async_run(entity, ptz.async_presets())
+    presets = await async_ptz_command(entity._camera, ptz.async_presets())
     return {"presets": [{"token": token, "name": name} for token, name in presets]}
 
 
-async def _async_run[T](entity: LightNvrCameraEntity, command: Awaitable[T]) -> T:
+async def async_ptz_command[T](camera: CameraConfig, command: Awaitable[T]) -> T:
     """Await a PTZ command; a camera that fails says so in a translated error."""
     try:
         result: T = await command
@@ -146,7 +148,7 @@ async def _async_run[T](entity: LightNvrCameraEntity, command: Awaitable[T]) -> 
             translation_domain=DOMAIN,
             translation_key="ptz_failed",
             translation_placeholders={
-                "camera": entity._camera.name,
+                "camera": camera.name,
                 "error": err.detail or err.reason,
             },
         ) from err

@@ -35,7 +35,14 @@ import threading
 import time
 import uuid
 
-from ..media.bmff import iter_file_boxes
+from .copying import (
+    FileNotMovedError,
+    MoveStopped,
+    RateLimit,
+    copy_range,
+    fsync_dir,
+    is_complete_mp4,
+)
 from .files import VIDEO_SUFFIX
 from .storage import (
     DiskUsageFn,
@@ -54,7 +61,6 @@ _LOGGER = logging.getLogger(__name__)
 MOVING_SUFFIX = ".moving"  # a copy on its way into the archive
 ARCHIVE_MARKER = ".lightnvr-archive"  # in the archive: its id
 ARCHIVE_ID_FILE = ".lightnvr-archive-id"  # in the main folder: the archive it uses
-COPY_CHUNK = 8 * 1024 * 1024
 # Copies flushed together (see `ArchiveTier._finish_copy`): at most this many bytes or files.
 BATCH_BYTES = 256 * 1024 * 1024
 BATCH_FILES = 64
@@ -83,14 +89,6 @@ class ArchiveUnavailableError(OSError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-class MoveStopped(Exception):  # noqa: N818 - a signal, not an error
-    """The move was asked to stop (the hub is stopping); nothing was lost."""
-
-
-class FileNotMovedError(OSError):
-    """One file could not be moved (its own problem, not the archive's); it stays in place."""
 
 
 def unavailable(err: OSError, what: str) -> ArchiveUnavailableError:
@@ -165,83 +163,6 @@ class _Copy:
     moving: Path
     fd: int  # the copy, still open: flushed by `ArchiveTier._finish_copy`
     stat: os.stat_result  # of the original
-
-
-class RateLimit:
-    """Keeps a copy under `bytes_per_second` on average (None: no limit)."""
-
-    def __init__(self, bytes_per_second: float | None, stop: threading.Event) -> None:
-        """Start counting now; `stop` cuts a wait short."""
-        self._rate = bytes_per_second
-        self._stop = stop
-        self._start = time.monotonic()
-        self._bytes = 0
-
-    @property
-    def chunk(self) -> int:
-        """Return how much to copy at a time: about a quarter second's worth when limited."""
-        if self._rate is None:
-            return COPY_CHUNK
-        return int(min(COPY_CHUNK, max(64 * 1024, self._rate / 4)))
-
-    def took(self, size: int) -> None:
-        """Account for `size` bytes copied; wait until the average is back under the limit."""
-        self._bytes += size
-        if self._rate is None:
-            return
-        ahead = self._bytes / self._rate - (time.monotonic() - self._start)
-        if ahead > 0 and self._stop.wait(ahead):
-            raise MoveStopped
-
-
-def _copy_range(
-    source: int, target: int, size: int, limit: RateLimit, stop: threading.Event
-) -> None:
-    """Copy `size` bytes between two file descriptors, in the kernel where it can."""
-    copied = 0
-    in_kernel = hasattr(os, "copy_file_range")
-    chunk = limit.chunk
-    while copied < size:
-        if stop.is_set():
-            raise MoveStopped
-        count = min(chunk, size - copied)
-        done = 0
-        if in_kernel:
-            try:
-                done = os.copy_file_range(source, target, count)
-            except OSError as err:
-                # Not between these file systems (or not on them): copy through user space.
-                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                in_kernel = False
-        if not in_kernel:
-            data = os.read(source, count)
-            done = len(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(target, view) :]
-        if done == 0:
-            raise FileNotMovedError("the file got shorter while it was copied")
-        copied += done
-        limit.took(done)
-
-
-def is_complete_mp4(path: Path, size: int) -> bool:
-    """Return True when `path` is `size` bytes of whole top-level boxes: ftyp, moov, fragments."""
-    kinds: list[bytes] = []
-    end = 0
-    with path.open("rb") as file:
-        for kind, offset, _head, box_size in iter_file_boxes(file, size):
-            kinds.append(kind)
-            end = offset + box_size
-    return (
-        end == size
-        and bool(kinds)
-        and kinds[0] == b"ftyp"
-        and b"moov" in kinds
-        and b"moof" in kinds
-        and b"mdat" in kinds
-    )
 
 
 class ArchiveTier:
@@ -419,7 +340,7 @@ class ArchiveTier:
         if isinstance(started, tuple):
             return started[1]
         archived = self._finish_copy(started)
-        _fsync_dir(archived.path.parent)
+        fsync_dir(archived.path.parent)
         return archived
 
     def _start_copy(self, segment: Segment, limit: RateLimit) -> _Copy | tuple[Segment, Segment]:
@@ -448,7 +369,7 @@ class ArchiveTier:
             # A copy cut short on a share that then went read-only or away may be left.
             moving.unlink(missing_ok=True)
             target_fd = os.open(moving, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            _copy_range(source, target_fd, stat.st_size, limit, self.stop_event)
+            copy_range(source, target_fd, stat.st_size, limit, self.stop_event)
         except (OSError, MoveStopped) as err:
             self._abandon(target_fd, moving)
             if isinstance(err, MoveStopped | FileNotMovedError):
@@ -596,7 +517,7 @@ class ArchiveTier:
                 raise
         batch.clear()
         for folder in {archived.path.parent for _original, archived in finished}:
-            _fsync_dir(folder)  # the renames are durable before any original goes
+            fsync_dir(folder)  # the renames are durable before any original goes
         for original, archived in finished:
             self._swap(index, original, archived)
             result.moved.append(archived)
@@ -619,13 +540,3 @@ class ArchiveTier:
             self.local.delete(original.path)
         except OSError as err:  # two copies until the next start-up scan settles it
             _LOGGER.warning("Could not delete %s after archiving it: %s", original.path.name, err)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: not every file system allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

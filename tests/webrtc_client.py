@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import time
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
+
+from custom_components.lightnvr.compat import PeerConnection
 
 
 class WsRouter:
@@ -114,7 +116,9 @@ class WebRTCTestClient:
         self.answer_sdp: str | None = None
         self.router = router
         self.entity_id = entity_id
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # The integration's peer connection class: a client closed while connecting must not
+        # leave aiortc's failed connecting task in Home Assistant's loop either.
+        self.pc = PeerConnection(RTCConfiguration(iceServers=[]))
         self.viewer = Viewer()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub_id: int | None = None

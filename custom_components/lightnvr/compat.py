@@ -12,6 +12,8 @@ from fractions import Fraction
 import io
 from typing import Any
 
+from aiortc import RTCPeerConnection
+from aiortc.exceptions import InvalidStateError
 import av
 
 PYAV_VERSION: tuple[int, ...] = tuple(int(p) for p in av.__version__.split(".")[:2] if p.isdigit())
@@ -81,3 +83,22 @@ def audio_channels(ctx: Any) -> int | None:
     if count is None:
         count = getattr(ctx, "channels", None)
     return int(count) if count else None
+
+
+class PeerConnection(RTCPeerConnection):
+    """aiortc's peer connection, without a failed task when it is closed while connecting.
+
+    aiortc (1.10 to 1.16) starts the transports in a task of its own (`__connect`), which walks
+    the transceivers one by one. A viewer that leaves, or whose ICE fails, while that walk is
+    between two transceivers makes the next step raise "RTCIceTransport is closed"; nobody
+    awaits the task, so asyncio logs "Task exception was never retrieved" as an error. Once the
+    connection is closed there is nothing left to start, so that error is dropped; any other
+    error is kept.
+    """
+
+    async def _RTCPeerConnection__connect(self) -> None:  # noqa: N802 (aiortc's private name)
+        try:
+            await super()._RTCPeerConnection__connect()  # type: ignore[misc]
+        except InvalidStateError:
+            if self.signalingState != "closed":
+                raise

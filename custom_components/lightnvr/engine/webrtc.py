@@ -24,7 +24,6 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
-    RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -35,7 +34,7 @@ import av
 from webrtc_models import RTCIceCandidateInit, RTCIceServer as HassIceServer
 
 from .. import h265
-from ..compat import set_transceiver_codecs
+from ..compat import PeerConnection, set_transceiver_codecs
 from ..h264 import has_parameter_sets, parameter_sets_annexb, profile_class, profile_level_id
 from ..hub import MediaPacket, PacketQueue, StreamHub, StreamInfo
 from .rtp_h265 import choose_h265, register_h265
@@ -370,7 +369,7 @@ class WebRTCViewer:
         """Create the peer connection (nothing is negotiated yet)."""
         self.session_id = session_id
         self.hub = hub
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        self.pc = PeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.track: HubVideoTrack | None = None
         self.audio_track: HubAudioTrack | None = None
         self.plan = ViewerPlan(hub)

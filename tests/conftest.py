@@ -60,6 +60,14 @@ def camera_matrix(media_cache: Path) -> Iterator[CameraMatrix]:
     """
     with CameraMatrix(media_cache, user=CAMERA_USER, password=CAMERA_PASSWORD) as matrix:
         yield matrix
+        # A server that died under the session fails every later matrix test the same way
+        # ("connection refused"); say so once, with what it printed, at the end.
+        if not matrix.server.running:
+            pytest.fail(
+                "the camera matrix's RTSP server died during the session "
+                f"(status {matrix.server.exit_status}):\n"
+                f"{matrix.server.stderr_text()[-4000:]}"
+            )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 import functools
+import itertools
 import os
 from pathlib import Path
 import shutil
@@ -48,6 +49,23 @@ _POLL_INTERVAL_S = 0.02
 # Retry binding a fixed port only while this much of ready_timeout is left, pausing in between.
 _BIND_RETRY_MIN_S = 1.0
 _BIND_RETRY_PAUSE_S = 0.2
+
+# Ports for servers that were not given one come from a range below the kernel's ephemeral
+# ports (32768 and up on Linux), one block per pytest-xdist worker. A server keeps its ports
+# across restarts (a camera outage brings it back at the same URL); were they ephemeral, another
+# worker's server or any client socket could take one while the camera is down.
+_PORT_BASE = 20000
+_PORT_BLOCK = 1200
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    start = _PORT_BASE + (index % 10) * _PORT_BLOCK
+    return range(start, start + _PORT_BLOCK)
+
+
+_free_ports = itertools.cycle(_port_block())
 
 
 @dataclass(frozen=True)
@@ -201,11 +219,19 @@ class RtspServer:
             if not path.is_file():
                 raise FileNotFoundError(path)
         deadline = time.monotonic() + self.ready_timeout
+        picked = self._port is None  # ports of our own choice: on a clash, take the next ones
         while True:
+            if picked:
+                self._port = next(_free_ports)
+                if self.user is not None:
+                    self._auth_port = next(_free_ports)
             self._spawn()
             try:
                 self._wait_ready(deadline)
             except _BindError:
+                if picked and time.monotonic() < deadline:
+                    self.stop()
+                    continue
                 # A fixed port can be briefly unavailable right after the previous process
                 # exited; retry while there is time for another attempt (start-up ~0.2 s).
                 self.stop()
@@ -257,6 +283,11 @@ class RtspServer:
     @property
     def running(self) -> bool:
         return self._running is not None and self._running.proc.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        """The server process's exit status if it exited on its own (None while it runs)."""
+        return self._running.proc.poll() if self._running else None
 
     @property
     def pid(self) -> int | None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import json
 from pathlib import Path
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -293,6 +294,49 @@ def test_writer_stopped_mid_file_leaves_nothing(
             segments, segments[0].start, segments[-1].end, target, should_stop=stop_after_a_while
         )
     assert not list(target.parent.iterdir())
+    assert not _reader_threads()  # the thread reading ahead stopped with the export
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "lightnvr-export-reader"]
+
+
+@pytest.mark.parametrize("damage", ["not_mp4", "missing"])
+def test_a_damaged_file_fails_the_export_cleanly(
+    recording_files: list[Path], tmp_path: Path, damage: str
+) -> None:
+    """A file that is not an MP4, or is gone: the export fails with that file's error (what
+    the export manager reports as "failed") and leaves no part file and no reading thread."""
+    segments = _segments(recording_files, "cam", tmp_path / "rec")
+    damaged = segments[2].path
+    if damage == "not_mp4":
+        damaged.write_bytes(b"this is not a recording" * 100)
+    else:
+        damaged.unlink()
+    target = tmp_path / "out" / export_file_name("damaged")
+    target.parent.mkdir()
+    expected = FileNotFoundError if damage == "missing" else ValueError
+    with pytest.raises(expected, match=damaged.name):
+        write_export(segments, segments[0].start, segments[-1].end, target)
+    assert not list(target.parent.iterdir())
+    assert not _reader_threads()
+
+
+def test_a_file_cut_short_exports_what_it_holds(
+    recording_files: list[Path], tmp_path: Path
+) -> None:
+    """A recording cut short (a crash before fragments reached the disk) is shorter, not an
+    error: the export holds every complete file plus what that one holds."""
+    segments = _segments(recording_files, "cam", tmp_path / "rec")[:2]
+    whole = float(_probe(segments[1].path)["format"]["duration"])
+    segments[1].path.write_bytes(segments[1].path.read_bytes()[: segments[1].size // 2])
+    target = tmp_path / "out" / export_file_name("cut")
+    target.parent.mkdir()
+    result = write_export(segments, segments[0].start, segments[-1].end, target)
+    first = float(_probe(segments[0].path)["format"]["duration"])
+    exported = float(_probe(result.path)["format"]["duration"])
+    assert first + 1 < exported < first + whole - 1
+    assert not _reader_threads()
 
 
 def test_export_file_names_are_safe() -> None:

@@ -14,12 +14,14 @@ between packets and reporting its progress (a fraction of the source bytes read)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 import json
 from pathlib import Path
+import queue
+import threading
 from typing import Any, Final
 
 import av
@@ -33,6 +35,10 @@ CUT_SECONDS: Final = 2.0
 PART_SUFFIX: Final = ".part"
 # How often the stop flag is looked at, in packets (about a second of 25 fps video and audio).
 _STOP_CHECK_PACKETS: Final = 64
+# The reader thread hands packets over in batches (one queue operation per batch, not per
+# packet) and stays at most this many batches ahead: about ten seconds of media, a few MB.
+_READ_BATCH: Final = 128
+_READ_AHEAD_BATCHES: Final = 8
 
 
 class ExportCancelledError(Exception):
@@ -165,6 +171,139 @@ def _packet_seconds(packet: Any, tick: float) -> tuple[float, float] | None:
     return pts, dts
 
 
+@dataclass(slots=True)
+class _SourceFile:
+    """A recording file as the reader thread opened it."""
+
+    segment: Segment
+    container: Any  # open until the writer is done with its packets
+    video: Any | None
+    audio: Any | None
+    clocks: dict[int, _Clock]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadFailed:
+    error: BaseException
+
+
+_END_OF_FILE: Final = object()
+_END_OF_FILES: Final = object()
+
+
+class _ReadAhead:
+    """Reads the next recording files in a thread of its own while the export is written.
+
+    FFmpeg's reading and parsing of a file and its writing of the export each run without
+    Python's lock (PyAV releases it around them), so on two cores they overlap: an export
+    otherwise spends about half its time waiting for the next packet. Each file's container
+    stays open until the writer has written its packets (packets and streams refer to it);
+    the writer closes it. Containers that were never handed over are closed here.
+    """
+
+    def __init__(
+        self, segments: Sequence[Segment], locate: Callable[[Segment], Path | None]
+    ) -> None:
+        self._segments = segments
+        self._locate = locate
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=_READ_AHEAD_BATCHES)
+        self._stop = threading.Event()
+        self._current: _SourceFile | None = None  # the file being written
+        self._thread = threading.Thread(
+            target=self._read, name="lightnvr-export-reader", daemon=True
+        )
+        self._thread.start()
+
+    def files(self) -> Iterator[tuple[_SourceFile, Iterator[Any]]]:
+        """Yield each file with an iterator over its packets, oldest first.
+
+        What the caller leaves of a file's packets is skipped before the next file, and the
+        file's container is then closed. A file that could not be opened raises here.
+        """
+        while (item := self._queue.get()) is not _END_OF_FILES:
+            if isinstance(item, _ReadFailed):
+                raise item.error
+            self._current = item
+            packets = self._packets()
+            yield item, packets
+            for _ in packets:  # what the caller did not want of this file
+                pass
+            self._close_current()
+
+    def _packets(self) -> Iterator[Any]:
+        while (batch := self._queue.get()) is not _END_OF_FILE:
+            if isinstance(batch, _ReadFailed):
+                raise batch.error
+            yield from batch
+
+    def _close_current(self) -> None:
+        if self._current is not None:
+            self._current.container.close()
+            self._current = None
+
+    def close(self) -> None:
+        """Stop reading, wait for the thread, then close every container it opened.
+
+        Nothing is closed before the thread has ended: it may still be reading the file being
+        written, or one it queued.
+        """
+        self._stop.set()
+        opened = [self._current] if self._current is not None else []
+        self._current = None
+        while self._thread.is_alive() or not self._queue.empty():
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _SourceFile):
+                opened.append(item)
+        self._thread.join()
+        for source in opened:
+            source.container.close()
+
+    def _put(self, item: Any) -> bool:
+        """Hand `item` over; False if the export stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _read(self) -> None:
+        try:
+            for segment in self._segments:
+                if not self._read_file(segment):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the writer, raised there
+            self._put(_ReadFailed(err))
+            return
+        self._put(_END_OF_FILES)
+
+    def _read_file(self, segment: Segment) -> bool:
+        """Open one file and queue it, then its packets; False if the export stopped."""
+        path = segment.path if segment.path.exists() else (self._locate(segment) or segment.path)
+        container = av.open(str(path))
+        video = next((s for s in container.streams if s.type == "video"), None)
+        audio = next((s for s in container.streams if s.type == "audio"), None)
+        source = _SourceFile(segment, container, video, audio, _clocks(video, audio))
+        if not self._put(source):
+            container.close()
+            return False
+        if video is not None:
+            batch: list[Any] = []
+            for packet in container.demux(video, *([audio] if audio is not None else [])):
+                batch.append(packet)
+                if len(batch) >= _READ_BATCH:
+                    if not self._put(batch):
+                        return False
+                    batch = []
+            if batch and not self._put(batch):
+                return False
+        return self._put(_END_OF_FILE)
+
+
 def write_export(
     segments: Sequence[Segment],
     start: float,
@@ -196,70 +335,66 @@ def write_export(
     files = 0
     stopped_early: str | None = None
     counter = 0
+    reader = _ReadAhead(chosen, locate)
     try:
-        for segment in chosen:
-            path = segment.path if segment.path.exists() else (locate(segment) or segment.path)
-            with av.open(str(path)) as source:
-                video = next((s for s in source.streams if s.type == "video"), None)
-                audio = next((s for s in source.streams if s.type == "audio"), None)
-                if video is None:
+        for source, packets in reader.files():
+            segment, video, audio = source.segment, source.video, source.audio
+            clocks = source.clocks
+            if video is None:
+                continue
+            if output is None:
+                output = _open_output(part, video, audio)
+            elif _stream_format(video) != output.video_format or (
+                (_stream_format(audio) if audio is not None else None) != output.audio_format
+            ):
+                stopped_early = (
+                    f"the camera's stream format changed at {segment.start:.0f}: "
+                    "export the rest separately"
+                )
+                break
+            if previous_end is not None and segment.start - previous_end > CUT_SECONDS:
+                assert first_wall is not None
+                at = previous_end - first_wall - skipped
+                cuts.append(ExportCut(round(at, 3), previous_end, segment.start))
+                skipped += segment.start - previous_end
+            # Seconds into this file where the range starts and ends.
+            begin_at = max(0.0, start - segment.start)
+            stop_at = end - segment.start
+            pending: list[Any] = []  # the GOP holding the start, until it is reached
+            started = first_wall is not None
+            for packet in packets:
+                counter += 1
+                if counter % _STOP_CHECK_PACKETS == 0 and should_stop():
+                    raise ExportCancelledError
+                clock = clocks[packet.stream.index]
+                times = _packet_seconds(packet, clock[1])
+                if times is None or packet.size == 0:
                     continue
-                if output is None:
-                    output = _open_output(part, video, audio)
-                elif _stream_format(video) != output.video_format or (
-                    (_stream_format(audio) if audio is not None else None) != output.audio_format
-                ):
-                    stopped_early = (
-                        f"the camera's stream format changed at {segment.start:.0f}: "
-                        "export the rest separately"
-                    )
-                    break
-                if previous_end is not None and segment.start - previous_end > CUT_SECONDS:
-                    assert first_wall is not None
-                    at = previous_end - first_wall - skipped
-                    cuts.append(ExportCut(round(at, 3), previous_end, segment.start))
-                    skipped += segment.start - previous_end
-                # Seconds into this file where the range starts and ends.
-                begin_at = max(0.0, start - segment.start)
-                stop_at = end - segment.start
-                pending: list[Any] = []  # the GOP holding the start, until it is reached
-                started = first_wall is not None
-                clocks = _clocks(video, audio)
-                for packet in source.demux(video, *([audio] if audio is not None else [])):
-                    counter += 1
-                    if counter % _STOP_CHECK_PACKETS == 0 and should_stop():
-                        raise ExportCancelledError
-                    clock = clocks[packet.stream.index]
-                    times = _packet_seconds(packet, clock[1])
-                    if times is None or packet.size == 0:
+                pts, dts = times
+                if pts >= stop_at:
+                    continue
+                if not started:
+                    if packet.stream is video and packet.is_keyframe and pts <= begin_at:
+                        pending = [packet]
+                    elif pending:
+                        pending.append(packet)
+                    if pts < begin_at or not pending:
                         continue
-                    pts, dts = times
-                    if pts >= stop_at:
-                        continue
-                    if not started:
-                        if packet.stream is video and packet.is_keyframe and pts <= begin_at:
-                            pending = [packet]
-                        elif pending:
-                            pending.append(packet)
-                        if pts < begin_at or not pending:
-                            continue
-                        started = True
-                        gop_start = pending[0].pts * clocks[pending[0].stream.index][1]
-                        first_wall = segment.start + gop_start
-                        for held in pending:
-                            held_clock = clocks[held.stream.index]
-                            held_times = _packet_seconds(held, held_clock[1])
-                            assert held_times is not None
-                            _write_at(
-                                output, held, video, segment, held_times, first_wall, skipped,
-                                held_clock,
-                            )  # fmt: skip
-                        pending = []
-                        continue
-                    assert first_wall is not None
-                    _write_at(
-                        output, packet, video, segment, (pts, dts), first_wall, skipped, clock
-                    )
+                    started = True
+                    gop_start = pending[0].pts * clocks[pending[0].stream.index][1]
+                    first_wall = segment.start + gop_start
+                    for held in pending:
+                        held_clock = clocks[held.stream.index]
+                        held_times = _packet_seconds(held, held_clock[1])
+                        assert held_times is not None
+                        _write_at(
+                            output, held, video, segment, held_times, first_wall, skipped,
+                            held_clock,
+                        )  # fmt: skip
+                    pending = []
+                    continue
+                assert first_wall is not None
+                _write_at(output, packet, video, segment, (pts, dts), first_wall, skipped, clock)
             files += 1
             previous_end = segment.end
             done_bytes += max(1, segment.size)
@@ -290,6 +425,8 @@ def write_export(
                 output.container.close()
         part.unlink(missing_ok=True)
         raise
+    finally:
+        reader.close()
 
 
 def _write_at(  # noqa: PLR0917 - the packet and where it goes

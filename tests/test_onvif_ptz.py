@@ -12,9 +12,11 @@ from homeassistant.const import CONF_PASSWORD, CONF_USERNAME, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
+from custom_components.lightnvr.button import PRESET_REFRESH
 from custom_components.lightnvr.const import (
     CONF_ONVIF_HOST,
     CONF_ONVIF_PORT,
@@ -265,6 +267,34 @@ async def test_preset_buttons(
     assert state.state != STATE_UNAVAILABLE
     await hass.services.async_call("button", "press", {"entity_id": door}, blocking=True)
     assert onvif_camera.ptz_calls == [PtzCall("GotoPreset", "main", preset="1")]
+
+
+async def test_preset_buttons_follow_the_cameras_presets(
+    hass: HomeAssistant,
+    ptz_entry: MockConfigEntry,
+    onvif_camera: OnvifDouble,
+) -> None:
+    """A preset made in the camera's app gets a button, a deleted one loses it: at the next
+    listing of the presets, and by the hourly read without anyone asking."""
+    garden = _subentry_id(ptz_entry, "Garden")
+    gate = _buttons(hass, ptz_entry)[f"{garden}_preset_2"]
+    onvif_camera.presets = [("1", "Door"), ("3", "Drive")]
+    await hass.services.async_call(
+        DOMAIN, "ptz_preset", {"entity_id": PTZ_CAMERA}, blocking=True, return_response=True
+    )
+    await hass.async_block_till_done()
+    buttons = _buttons(hass, ptz_entry)
+    assert set(buttons) == {f"{garden}_preset_1", f"{garden}_preset_3"}
+    assert hass.states.get(gate) is None
+    drive = buttons[f"{garden}_preset_3"]
+    await hass.services.async_call("button", "press", {"entity_id": drive}, blocking=True)
+    assert onvif_camera.ptz_calls[-1] == PtzCall("GotoPreset", "main", preset="3")
+
+    onvif_camera.presets = [("3", "Drive"), ("4", "Shed")]
+    async_fire_time_changed(hass, dt_util.utcnow() + PRESET_REFRESH)
+    await _wait_until(lambda: f"{garden}_preset_4" in _buttons(hass, ptz_entry))
+    await hass.async_block_till_done()
+    assert set(_buttons(hass, ptz_entry)) == {f"{garden}_preset_3", f"{garden}_preset_4"}
 
 
 async def test_camera_without_ptz_refuses(hass: HomeAssistant, ptz_entry: MockConfigEntry) -> None:

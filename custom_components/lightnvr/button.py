@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import datetime, timedelta
 import logging
 
 from homeassistant.components.button import ButtonEntity
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_track_time_interval
 
 from .const import DOMAIN
 from .entity import LightNvrCameraEntity
@@ -26,6 +30,8 @@ PARALLEL_UPDATES = 1
 # hold up Home Assistant: it gets its buttons from a background retry instead.
 SETUP_TIMEOUT = 5.0
 RETRY_DELAYS = (10.0, 30.0, 60.0)  # then every 60 s until the camera answers
+# Presets set in the camera's own app appear (and deleted ones go) within this long.
+PRESET_REFRESH = timedelta(hours=1)
 
 
 async def async_setup_entry(
@@ -33,17 +39,44 @@ async def async_setup_entry(
     entry: LightNvrConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the preset buttons of every PTZ camera, now and for cameras added later."""
+    """Add the preset buttons of every PTZ camera, now and for cameras added later.
+
+    The buttons follow the camera's presets: every read of them (at start-up, hourly, and
+    each `lightnvr.ptz_preset` listing) adds a button for a new preset and removes the button
+    of a preset that is gone.
+    """
     runtime = entry.runtime_data
 
-    def add_presets(camera: CameraConfig, ptz: OnvifPtz) -> None:
-        async_add_entities(
-            [PresetButton(runtime, camera, ptz, token, name) for token, name in ptz.presets],
-            config_subentry_id=camera.camera_id,
-        )
+    def follow_presets(camera: CameraConfig, ptz: OnvifPtz) -> None:
+        shown: set[str] = set()  # tokens of this camera's presets that have a button
+
+        @callback
+        def sync(presets: tuple[tuple[str, str], ...]) -> None:
+            if runtime.cameras.get(camera.camera_id) is not camera:
+                return  # removed or reconfigured: its successor follows the presets
+            tokens = {token for token, _ in presets}
+            added = [
+                PresetButton(runtime, camera, ptz, token, name)
+                for token, name in presets
+                if token not in shown
+            ]
+            if added:
+                async_add_entities(added, config_subentry_id=camera.camera_id)
+            registry = er.async_get(hass)
+            for token in shown - tokens:
+                unique_id = preset_unique_id(camera, token)
+                if entity_id := registry.async_get_entity_id("button", DOMAIN, unique_id):
+                    _LOGGER.info(
+                        "Preset %s of %s is gone: its button is removed", token, camera.name
+                    )
+                    registry.async_remove(entity_id)
+            shown.clear()
+            shown.update(tokens)
+
+        entry.async_on_unload(ptz.listen_presets(sync))
 
     async def async_read_presets(camera: CameraConfig, ptz: OnvifPtz) -> None:
-        """Read the presets until the camera answers, then add the buttons (once)."""
+        """Read the presets until the camera answers (the buttons follow the read)."""
         attempt = 0
         while True:
             try:
@@ -58,18 +91,18 @@ async def async_setup_entry(
                 if runtime.cameras.get(camera.camera_id) is not camera:
                     return  # removed or reconfigured meanwhile
                 continue
-            if runtime.cameras.get(camera.camera_id) is camera:
-                add_presets(camera, ptz)
             return
 
     def add_camera(camera: CameraConfig) -> None:
         if (ptz := runtime.ptz.get(camera.camera_id)) is None:
             return  # not an ONVIF PTZ camera: no buttons
+        follow_presets(camera, ptz)
         entry.async_create_background_task(
             hass, async_read_presets(camera, ptz), f"{DOMAIN} presets {camera.camera_id}"
         )
 
     async def async_initial(camera: CameraConfig, ptz: OnvifPtz) -> None:
+        follow_presets(camera, ptz)
         try:
             async with asyncio.timeout(SETUP_TIMEOUT):
                 await ptz.async_presets()
@@ -79,11 +112,19 @@ async def async_setup_entry(
                 camera.name,
                 err.reason if isinstance(err, OnvifError) else "timeout",
             )
-            add_camera(camera)
-            return
-        add_presets(camera, ptz)
+            entry.async_create_background_task(
+                hass, async_read_presets(camera, ptz), f"{DOMAIN} presets {camera.camera_id}"
+            )
+
+    async def async_refresh(_now: datetime) -> None:
+        """Read every PTZ camera's presets again (a camera that does not answer waits)."""
+        for camera_id, ptz in list(runtime.ptz.items()):
+            if camera_id in runtime.cameras:
+                with contextlib.suppress(OnvifError):
+                    await ptz.async_presets()
 
     runtime.entity_factories.append(add_camera)
+    entry.async_on_unload(async_track_time_interval(hass, async_refresh, PRESET_REFRESH))
     await asyncio.gather(
         *(
             async_initial(camera, ptz)
@@ -91,6 +132,11 @@ async def async_setup_entry(
             if (ptz := runtime.ptz.get(camera.camera_id)) is not None
         )
     )
+
+
+def preset_unique_id(camera: CameraConfig, token: str) -> str:
+    """Return the unique id of the button of preset `token`."""
+    return f"{camera.camera_id}_preset_{token}"
 
 
 class PresetButton(LightNvrCameraEntity, ButtonEntity):
@@ -110,7 +156,7 @@ class PresetButton(LightNvrCameraEntity, ButtonEntity):
         super().__init__(runtime, camera)
         self._ptz = ptz
         self._token = token
-        self._attr_unique_id = f"{camera.camera_id}_preset_{token}"
+        self._attr_unique_id = preset_unique_id(camera, token)
         self._attr_translation_placeholders = {"name": name}
 
     @property

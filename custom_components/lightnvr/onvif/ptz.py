@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import logging
 from typing import Any
 
@@ -51,6 +52,8 @@ class OnvifPtz:
         # Each move gets a number: a timed stop only stops the move that asked for it.
         self._move = 0
         self._presets: tuple[tuple[str, str], ...] = ()
+        # Told the presets after every read (the preset buttons follow the camera's list).
+        self._preset_listeners: list[Callable[[tuple[tuple[str, str], ...]], None]] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -106,6 +109,13 @@ class OnvifPtz:
         self._move += 1
         await self._async_call("GotoPreset", request)
 
+    def listen_presets(
+        self, listener: Callable[[tuple[tuple[str, str], ...]], None]
+    ) -> Callable[[], None]:
+        """Call `listener` with the presets after every read; return the way to stop."""
+        self._preset_listeners.append(listener)
+        return lambda: self._preset_listeners.remove(listener)
+
     async def async_presets(self) -> list[tuple[str, str]]:
         """Read the presets from the camera: (token, name), the name falling back to the token."""
         answer = await self._async_call("GetPresets", {"ProfileToken": self.profile_token})
@@ -117,6 +127,8 @@ class OnvifPtz:
             name = str(getattr(preset, "Name", None) or "").strip() or str(token)
             presets.append((str(token), name))
         self._presets = tuple(presets)
+        for listener in list(self._preset_listeners):
+            listener(self._presets)
         return presets
 
     async def async_close(self) -> None:

@@ -285,9 +285,13 @@ class _ReadAhead:
         """Open one file and queue it, then its packets; False if the export stopped."""
         path = segment.path if segment.path.exists() else (self._locate(segment) or segment.path)
         container = av.open(str(path))
-        video = next((s for s in container.streams if s.type == "video"), None)
-        audio = next((s for s in container.streams if s.type == "audio"), None)
-        source = _SourceFile(segment, container, video, audio, _clocks(video, audio))
+        try:
+            video = next((s for s in container.streams if s.type == "video"), None)
+            audio = next((s for s in container.streams if s.type == "audio"), None)
+            source = _SourceFile(segment, container, video, audio, _clocks(video, audio))
+        except BaseException:
+            container.close()
+            raise
         if not self._put(source):
             container.close()
             return False

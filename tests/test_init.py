@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 import threading
 
@@ -75,6 +77,38 @@ async def test_reload_restarts_readers(
         lambda: rtsp_camera.total_connections == 2 and rtsp_camera.connected_clients == 1
     )
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_unload_while_a_camera_restarts_leaves_nothing_running(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> None:
+    """A camera being restarted (its subentry edited, or its stream moved) when the hub
+    unloads: the restart finishes first and the unload then stops it; nothing is started after
+    the unload (no reader, no muxer, no entity on an unloaded platform)."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    runtime = entry.runtime_data
+    camera_id, camera = next(iter(runtime.cameras.items()))
+    changed = {camera_id: dataclasses.replace(camera, name="Garden gate")}
+    restart = hass.async_create_task(runtime.async_apply_cameras(changed))
+    await asyncio.sleep(0)  # the restart is under way
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await restart
+    await hass.async_block_till_done()
+    assert runtime.stopped
+    assert _hub_threads() == []
+    assert [t for t in threading.enumerate() if t.name.startswith("lightnvr-mux-")] == []
+    await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 0)
+    # A change arriving after the unload is not applied: nothing starts.
+    await runtime.async_apply_cameras({camera_id: dataclasses.replace(camera, name="Door")})
+    assert runtime.cameras[camera_id].name == "Garden gate"
+    assert _hub_threads() == []
 
 
 async def test_removing_a_camera_removes_its_device(

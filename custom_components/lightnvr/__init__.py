@@ -106,6 +106,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
     async def _async_on_hass_stop(_event: Event) -> None:
         # HA does not unload entries when it stops: finish the files being written and close
         # the camera connections now, or a clean stop would look like a crash next time.
+        await runtime.async_begin_close()
         await runtime.async_stop()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_on_hass_stop))
@@ -119,10 +120,18 @@ async def async_setup_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> 
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: LightNvrConfigEntry) -> bool:
-    """Unload the platforms, then stop viewers, hubs and engine."""
+    """Unload the platforms, then stop viewers, hubs and engine.
+
+    A camera being restarted (its subentry edited, its stream moved) is finished first, and
+    no camera starts after this.
+    """
+    runtime = entry.runtime_data
+    await runtime.async_begin_close()
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
-        await entry.runtime_data.async_stop()
+        await runtime.async_stop()
+    else:
+        runtime.closing = False  # still running: camera changes apply again
     return unloaded
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +81,11 @@ class LightNvrRuntime:
     # Pan, tilt, zoom and presets of the cameras added through ONVIF that have PTZ.
     ptz: dict[str, OnvifPtz] = field(default_factory=dict)
     stopped: bool = False
+    # Camera changes (a subentry edited, a stream moved) and the hub's unload or stop take
+    # turns: a camera being restarted is finished first, and none is started after them (it
+    # would run on, with entities on unloaded platforms).
+    cameras_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closing: bool = False
 
     def detection_options(self, camera: CameraConfig) -> DetectionOptions:
         """Combine the hub's object settings with the camera's motion settings."""
@@ -253,19 +259,28 @@ class LightNvrRuntime:
         await self.recorder.async_stop()
         await self.engine.async_stop()
 
+    async def async_begin_close(self) -> None:
+        """Refuse camera changes from now on; wait for one in progress to finish."""
+        self.closing = True
+        async with self.cameras_lock:
+            pass
+
     async def async_apply_cameras(self, wanted: dict[str, CameraConfig]) -> None:
-        """Bring the running cameras in line with the subentries."""
-        for camera_id in [c for c in self.cameras if c not in wanted]:
-            _LOGGER.debug("Camera %s removed", self.cameras[camera_id].name)
-            await self.async_remove_camera(camera_id)
-        for camera_id, camera in wanted.items():
-            current = self.cameras.get(camera_id)
-            if current == camera:
-                continue
-            if current is not None:
-                _LOGGER.debug("Camera %s changed: restarting it", camera.name)
+        """Bring the running cameras in line with the subentries (not once closing)."""
+        async with self.cameras_lock:
+            if self.closing or self.stopped:
+                return
+            for camera_id in [c for c in self.cameras if c not in wanted]:
+                _LOGGER.debug("Camera %s removed", self.cameras[camera_id].name)
                 await self.async_remove_camera(camera_id)
-            await self.async_add_camera(camera)
+            for camera_id, camera in wanted.items():
+                current = self.cameras.get(camera_id)
+                if current == camera:
+                    continue
+                if current is not None:
+                    _LOGGER.debug("Camera %s changed: restarting it", camera.name)
+                    await self.async_remove_camera(camera_id)
+                await self.async_add_camera(camera)
 
 
 type LightNvrConfigEntry = ConfigEntry[LightNvrRuntime]

@@ -18,6 +18,20 @@ from .conftest import camera_subentry, hub_entry_data
 from .infra.rtsp import RtspServer
 
 
+async def _setup_garden(
+    hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
+) -> MockConfigEntry:
+    """Set up a hub with one camera, "Garden", on the test camera."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=hub_entry_data(tmp_path),
+        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    return entry
+
+
 def _hub_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("lightnvr-hub-")]
 
@@ -60,13 +74,7 @@ async def test_reload_restarts_readers(
     hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
 ) -> None:
     """A reload stops the old reader before the new one starts: one camera connection."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        data=hub_entry_data(tmp_path),
-        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await _setup_garden(hass, tmp_path, rtsp_camera)
     await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 1)
     first_runtime = entry.runtime_data
     assert await hass.config_entries.async_reload(entry.entry_id)
@@ -85,13 +93,7 @@ async def test_unload_while_a_camera_restarts_leaves_nothing_running(
     """A camera being restarted (its subentry edited, or its stream moved) when the hub
     unloads: the restart finishes first and the unload then stops it; nothing is started after
     the unload (no reader, no muxer, no entity on an unloaded platform)."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        data=hub_entry_data(tmp_path),
-        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await _setup_garden(hass, tmp_path, rtsp_camera)
     await hass.async_block_till_done()
     runtime = entry.runtime_data
     camera_id, camera = next(iter(runtime.cameras.items()))
@@ -115,13 +117,7 @@ async def test_removing_a_camera_removes_its_device(
     hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
 ) -> None:
     """Deleting a camera subentry removes its device and entity and stops its reader."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        data=hub_entry_data(tmp_path),
-        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await _setup_garden(hass, tmp_path, rtsp_camera)
     await hass.async_block_till_done()
     subentry_id = next(iter(entry.subentries))
     assert hass.states.get("camera.garden") is not None
@@ -164,13 +160,7 @@ async def test_adding_a_camera_leaves_the_others_running(
     hass: HomeAssistant, tmp_path: Path, rtsp_camera: RtspServer
 ) -> None:
     """A new subentry starts only the new camera: the first one's connection is untouched."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        data=hub_entry_data(tmp_path),
-        subentries_data=[camera_subentry("Garden", rtsp_camera.url("cam"))],
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    entry = await _setup_garden(hass, tmp_path, rtsp_camera)
     await rtsp_camera.async_wait_for(lambda: rtsp_camera.connected_clients == 1)
     garden_id = next(iter(entry.subentries))
     garden_hub = entry.runtime_data.engine.hub(garden_id)
@@ -220,8 +210,11 @@ async def test_stream_sensor_follows_the_camera(
     assert hass.states.get("binary_sensor.garden_stream").state == "on"
     await hass.async_add_executor_job(rtsp_camera.stop)
     await rtsp_camera.async_wait_for(lambda: not hub.available, timeout=20)
-    await hass.async_block_till_done()
-    assert hass.states.get("binary_sensor.garden_stream").state == "off"
+    # The reader thread tells the loop just after it changes the hub's state: the sensor's
+    # state follows a moment later.
+    await rtsp_camera.async_wait_for(
+        lambda: hass.states.get("binary_sensor.garden_stream").state == "off", timeout=5
+    )
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
